@@ -1,0 +1,33 @@
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install test test-slow lint format train bench clean
+
+install:  ## a virtual environment with wycifar (editable) and the dev tools
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e ".[dev]"
+
+test:  ## the default suite (slow tests excluded)
+	$(BIN)/python -m pytest -q
+
+test-slow:  ## the slow tests only
+	$(BIN)/python -m pytest -q -m slow
+
+lint:
+	$(BIN)/ruff check wycifar tests
+	$(BIN)/ruff format --check wycifar tests
+
+format:
+	$(BIN)/ruff format wycifar tests
+	$(BIN)/ruff check --fix wycifar tests
+
+train:
+	$(BIN)/python -m wycifar.train $(ARGS)
+
+bench:
+	$(BIN)/python -m wycifar.bench $(ARGS)
+
+clean:
+	rm -rf outputs/runs outputs/multiruns .pytest_cache

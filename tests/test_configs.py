@@ -1,0 +1,64 @@
+"""Every option of every config group composes and builds."""
+
+from pathlib import Path
+
+import pytest
+from hydra.utils import instantiate
+
+from conftest import CONF, compose_train
+from wycifar.builders import build_callbacks, build_loggers, build_module, map_gpus
+
+GROUPS = ["data", "model", "optimizer", "scheduler", "trainer", "callbacks", "logger", "experiment", "debug"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def test_every_group_has_options():
+    for group in GROUPS:
+        assert options(group), f"conf/{group} is empty"
+    assert {"dws_dilated", "dws_strided", "vanilla"} <= set(options("model"))
+    assert {"piecewise", "onecycle"} <= set(options("scheduler"))
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
+def test_option_composes(tmp_path: Path, group: str, option: str):
+    cfg = compose_train(tmp_path, [f"{group}={option}"])
+    assert cfg.paths.output_dir == str(tmp_path / "run")
+    if group in ("model", "experiment"):
+        module = build_module(cfg)
+        params = sum(p.numel() for p in module.net.parameters())
+        if option in ("dws_dilated", "dws_strided", "seed"):
+            assert params == 95_653
+    if group == "data":
+        assert instantiate(cfg.data).batch_size == cfg.data.batch_size
+    if group == "callbacks":
+        build_callbacks(cfg.callbacks, has_logger=True)
+    if group == "logger":
+        build_loggers(cfg.logger)
+    if group == "trainer":
+        trainer_cfg = map_gpus(dict(cfg.trainer))
+        assert "gpus" not in trainer_cfg
+
+
+@pytest.mark.parametrize("norm", ["bn", "gn", "ln"])
+@pytest.mark.parametrize("conv", ["vanilla", "depthwise", "depthwise_separable"])
+def test_knob_overrides_reach_the_network(tmp_path: Path, norm: str, conv: str):
+    cfg = compose_train(tmp_path, [f"model.norm={norm}", f"model.conv={conv}", "model.downsample=strided", "model.skip_1x1=false"])
+    net = build_module(cfg).net
+    assert type(net.blocks[0].units[0].norm1).__name__ == ("BatchNorm2d" if norm == "bn" else "GroupNorm")
+    if norm == "ln":
+        assert net.blocks[0].units[0].norm1.num_groups == 1
+    first = net.blocks[0].units[0].conv1.layers
+    assert len(first) == (2 if conv == "depthwise_separable" else 1)
+    assert net.blocks[1].units[0].skip is None
+    assert net.blocks[1].units[0].conv1.layers[0].stride == (2, 2)
+
+
+def test_seed_experiment_is_the_reference_recipe(tmp_path: Path):
+    cfg = compose_train(tmp_path, ["experiment=seed"])
+    assert cfg.trainer.max_epochs == 24 and cfg.data.batch_size == 128
+    assert cfg.optimizer.momentum == 0.9 and cfg.optimizer.weight_decay == pytest.approx(9.765625e-07)
+    assert cfg.module.l1_lambda == pytest.approx(1e-7) and cfg.model.dropout == pytest.approx(0.01)
+    assert [list(p) for p in cfg.scheduler.points] == [[0, 0.1], [4, 0.5], [18, 0.05], [24, 0.0]]

@@ -1,0 +1,104 @@
+import itertools
+import re
+
+import pytest
+import torch
+
+from conftest import SHARED
+from wycifar.errors import ConfigError
+from wycifar.models import WyCifarNet
+from wycifar.models.blocks import CONV_TYPES, DOWNSAMPLING, NORMS
+from wycifar.models.summary import summarize
+
+SEED_README = SHARED / "reference" / "seed-README.md"
+ROW = re.compile(r"^\s*(\S+-\d+)\s+\[([-\d, ]+)\]\s+([\d,]+)\s*$")
+
+
+def reference_rows() -> list[tuple[str, tuple[int, ...], int]]:
+    rows = []
+    for line in SEED_README.read_text().splitlines():
+        match = ROW.match(line)
+        if match:
+            shape = tuple(int(s) for s in match.group(2).split(","))
+            rows.append((match.group(1), shape, int(match.group(3).replace(",", ""))))
+    return rows
+
+
+def test_reference_network_has_95653_parameters():
+    net = WyCifarNet()
+    assert sum(p.numel() for p in net.parameters()) == 95_653
+    assert sum(p.numel() for p in net.parameters() if p.requires_grad) == 95_653
+
+
+@pytest.mark.skipif(not SEED_README.exists(), reason="reference README not found")
+def test_summary_matches_reference_row_for_row():
+    expected = reference_rows()
+    assert len(expected) == 68
+    summary = summarize(WyCifarNet())
+    got = [(r.name, r.output_shape, r.params) for r in summary.rows]
+    for index, (want, have) in enumerate(zip(expected, got, strict=True)):
+        assert have == want, f"row {index + 1}: expected {want}, got {have}"
+    text = SEED_README.read_text()
+    for line in summary.table().splitlines():
+        if "MB" in line or "params" in line:
+            assert line in text, f"{line!r} differs from the reference"
+
+
+def test_dilations_are_derived_from_feature_map_size():
+    summary = summarize(WyCifarNet())
+    dilated = [(c.dilation, c.effective_kernel, c.output_size) for c in summary.convs if c.dilation > 1]
+    assert dilated == [(9, 19, 16), (5, 11, 8)]
+    # receptive field grows monotonically and is computed, e.g. first 3x3 conv sees 3 pixels
+    fields = [c.receptive_field for c in summary.convs]
+    assert fields[0] == 3 and fields == sorted(fields)
+    net4 = WyCifarNet(num_blocks=4)
+    assert [c.dilation for c in summarize(net4).convs if c.dilation > 1] == [9, 5, 3]
+    assert net4(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_strided_variant_has_same_parameters_and_no_dilation():
+    net = WyCifarNet(downsample="strided")
+    assert sum(p.numel() for p in net.parameters()) == 95_653
+    convs = summarize(net).convs
+    assert all(c.dilation == 1 for c in convs)
+    assert [c.output_size for c in convs if c.stride == 2] == [16, 8]
+
+
+@pytest.mark.parametrize(
+    "norm,conv,downsample,skip_1x1", list(itertools.product(NORMS, CONV_TYPES, DOWNSAMPLING, (True, False)))
+)
+def test_forward_backward_every_knob(norm, conv, downsample, skip_1x1):
+    torch.manual_seed(0)
+    net = WyCifarNet(norm=norm, conv=conv, downsample=downsample, skip_1x1=skip_1x1, base_width=8,
+                     units_per_block=2, dropout=0.1)
+    x = torch.randn(4, 3, 32, 32)
+    logits = net(x)
+    assert logits.shape == (4, 10)
+    logits.sum().backward()
+    grads = [p.grad for p in net.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("blocks,units,width", [(1, 1, 4), (2, 3, 8), (4, 1, 8)])
+def test_depth_and_width_knobs(blocks, units, width):
+    net = WyCifarNet(num_blocks=blocks, units_per_block=units, base_width=width)
+    assert len(net.blocks) == blocks
+    assert all(len(b.units) == units for b in net.blocks)
+    assert net.classifier.in_channels == width * 2 ** (blocks - 1)
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+@pytest.mark.parametrize(
+    "kwargs,fragment",
+    [
+        ({"norm": "xyz"}, "model.norm='xyz'"),
+        ({"conv": "depthwise_seperable"}, "model.conv='depthwise_seperable'"),
+        ({"downsample": "pool"}, "model.downsample='pool'"),
+        ({"dropout": 1.0}, "model.dropout=1.0"),
+        ({"num_blocks": 0}, "model.num_blocks=0"),
+    ],
+)
+def test_bad_knobs_raise_one_clear_error(kwargs, fragment):
+    with pytest.raises(ConfigError) as info:
+        WyCifarNet(**kwargs)
+    assert fragment in str(info.value) and "\n" not in str(info.value)

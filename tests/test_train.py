@@ -1,0 +1,110 @@
+"""Real Lightning fits from the real composed config."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT, TINY, compose_train, link_real_subset
+from wycifar.builders import map_gpus
+from wycifar.errors import ConfigError
+from wycifar.train import train
+
+
+def test_tiny_fit_loss_falls_and_writes_run_folder(tmp_path: Path, tiny_data: Path):
+    cfg = compose_train(tmp_path, [*TINY, f"data.root={tiny_data}", "trainer.max_epochs=10",
+                                   "scheduler=onecycle", "scheduler.max_lr=0.05", "model.dropout=0"])
+    metrics, objects = train(cfg)
+    losses = objects["module"].epoch_losses if hasattr(objects["module"], "epoch_losses") else None
+    assert losses is None or losses[-1] < losses[0]
+    assert metrics["train/loss"] < 2.0, metrics  # started near ln(10) = 2.30
+    assert metrics["test/acc"] > 0.5, metrics
+    run = tmp_path / "run"
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert list((run / "checkpoints").glob("best-*.ckpt"))
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_loss_falls_step_by_step(tmp_path: Path, tiny_data: Path):
+    """Loss of the first epoch against the last, logged by the trainer per epoch."""
+    from lightning.pytorch.callbacks import Callback
+
+    class Record(Callback):
+        def __init__(self):
+            self.losses = []
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            self.losses.append(float(trainer.callback_metrics["train/loss"]))
+
+    cfg = compose_train(tmp_path, [*TINY, f"data.root={tiny_data}", "trainer.max_epochs=3", "logger=none",
+                                   "scheduler=none", "optimizer.lr=0.05", "test=false"])
+    from wycifar.builders import build_module, build_trainer
+    from hydra.utils import instantiate
+
+    record = Record()
+    trainer = build_trainer(cfg.trainer, [record], [])
+    trainer.fit(build_module(cfg), datamodule=instantiate(cfg.data))
+    assert len(record.losses) == 3
+    assert record.losses[-1] < record.losses[0] - 0.3, record.losses
+
+
+def test_one_real_epoch_beats_chance(tmp_path: Path, real_data: Path):
+    subset = link_real_subset(tmp_path / "cifar", train_per_class=400, test_per_class=100)
+    cfg = compose_train(tmp_path, ["experiment=seed", f"data.root={subset}", "trainer.max_epochs=1",
+                                   "trainer.accelerator=cpu", "data.batch_size=32", "scheduler.points=[[0,0.05],[1,0.05]]",
+                                   "data.augment.ssr_p=0", "data.augment.cutout_p=0"])
+    metrics, _ = train(cfg)
+    assert metrics["test/acc"] > 0.25, metrics  # chance is 0.10; this gives about 0.39
+
+
+def test_resume_continues_where_it_stopped(tmp_path: Path, tiny_data: Path):
+    first = compose_train(tmp_path / "a", [*TINY, f"data.root={tiny_data}", "trainer.max_epochs=1", "test=false"])
+    _, objects = train(first)
+    last = tmp_path / "a" / "run" / "checkpoints" / "last.ckpt"
+    assert objects["trainer"].global_step == 5  # 160 images in batches of 32
+    ckpt = torch.load(last, weights_only=True)
+    assert ckpt["epoch"] == 0
+
+    resumed = compose_train(tmp_path / "b", [*TINY, f"data.root={tiny_data}", "trainer.max_epochs=2",
+                                             "test=false", f"ckpt_path={last}"])
+    _, objects = train(resumed)
+    assert objects["trainer"].current_epoch == 2
+    assert objects["trainer"].global_step == 2 * ckpt["global_step"]
+
+    # the interrupted-and-resumed run ends exactly where an uninterrupted one does
+    straight = compose_train(tmp_path / "c", [*TINY, f"data.root={tiny_data}", "trainer.max_epochs=2", "test=false"])
+    train(straight)
+    resumed_state = torch.load(tmp_path / "b" / "run" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    straight_state = torch.load(tmp_path / "c" / "run" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert resumed_state.keys() == straight_state.keys()
+    for key in straight_state:
+        assert torch.equal(resumed_state[key], straight_state[key]), key
+
+
+def test_gpus_maps_to_accelerator_and_devices(monkeypatch):
+    assert map_gpus({"gpus": None, "accelerator": "auto"}) == {"accelerator": "auto"}
+    assert map_gpus({"gpus": 0})["accelerator"] == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert map_gpus({"gpus": 2, "accelerator": "auto", "devices": 1}) == {"accelerator": "gpu", "devices": 2}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_gpus_without_gpu_is_a_clear_error():
+    with pytest.raises(ConfigError, match="trainer.gpus=1 asks for a GPU"):
+        map_gpus({"gpus": 1})
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_cli_gpus_flag_fails_cleanly_on_cpu(tmp_path: Path, tiny_data: Path):
+    result = subprocess.run(
+        [sys.executable, "-m", "wycifar.train", "model=dws_dilated", "trainer.gpus=1", f"data.root={tiny_data}",
+         f"paths.log_dir={tmp_path}", f"paths.cache_dir={tmp_path}/cache"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "deprecated" in result.stdout + result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: trainer.gpus=1 asks for a GPU"), result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,97 @@
+"""Turn the composed Hydra config into the objects a run needs: trainer, callbacks, loggers, module."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig, OmegaConf
+
+from wycifar.errors import ConfigError
+from wycifar.module import WyCifarModule
+
+log = logging.getLogger(__name__)
+
+
+def plain(cfg) -> dict:
+    """A resolved plain dict (checkpoints must hold no OmegaConf objects)."""
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg or {})
+
+
+def build_module(cfg: DictConfig) -> WyCifarModule:
+    return WyCifarModule(
+        net=plain(cfg.model),
+        optimizer=plain(cfg.optimizer),
+        scheduler=plain(cfg.get("scheduler")) or None,
+        **plain(cfg.get("module")),
+    )
+
+
+def build_callbacks(callbacks_cfg: DictConfig | None, *, has_logger: bool) -> list[Callback]:
+    callbacks = []
+    for name, cb_cfg in (callbacks_cfg or {}).items():
+        if not isinstance(cb_cfg, DictConfig) or "_target_" not in cb_cfg:
+            continue
+        callback = instantiate(cb_cfg)
+        if isinstance(callback, LearningRateMonitor) and not has_logger:
+            log.info("callbacks.%s skipped: the LR monitor needs a logger", name)
+            continue
+        callbacks.append(callback)
+    return callbacks
+
+
+def build_loggers(logger_cfg: DictConfig | None) -> list[Logger]:
+    return [instantiate(c) for c in (logger_cfg or {}).values() if isinstance(c, DictConfig) and "_target_" in c]
+
+
+def map_gpus(trainer_cfg: dict) -> dict:
+    """Lightning 2 removed `Trainer(gpus=N)`; map it to accelerator/devices with a notice."""
+    cfg = dict(trainer_cfg)
+    gpus = cfg.pop("gpus", None)
+    if gpus is None:
+        return cfg
+    if isinstance(gpus, bool) or not isinstance(gpus, (int, str, list)):
+        raise ConfigError(f"trainer.gpus={gpus!r} is not allowed; give a number of GPUs (e.g. 1, or -1 for all)")
+    log.warning("trainer.gpus=%s is deprecated (removed in Lightning 2); using trainer.accelerator=gpu trainer.devices=%s", gpus, gpus)
+    if gpus == 0:
+        cfg["accelerator"], cfg["devices"] = "cpu", 1
+        return cfg
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.gpus={gpus} asks for a GPU, but this machine has none (torch.cuda.is_available() is False); "
+            "drop trainer.gpus or use trainer.accelerator=cpu"
+        )
+    cfg["accelerator"], cfg["devices"] = "gpu", gpus
+    return cfg
+
+
+def build_trainer(trainer_cfg: DictConfig, callbacks: list[Callback], loggers: list[Logger]) -> L.Trainer:
+    cfg = map_gpus(plain(trainer_cfg))
+    max_epochs = cfg.get("max_epochs")
+    if max_epochs is not None and (not isinstance(max_epochs, int) or max_epochs < 0):
+        raise ConfigError(f"trainer.max_epochs={max_epochs!r} is not allowed; it must be a whole number >= 0")
+    if cfg.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={cfg['accelerator']} asks for a GPU, but this machine has none; use trainer.accelerator=cpu"
+        )
+    return instantiate(cfg, callbacks=callbacks, logger=loggers or False, _convert_="all")
+
+
+def resolve_ckpt_path(ckpt_path: str | None, log_dir: str | Path) -> str | None:
+    """`last` means the newest last.ckpt of any earlier run under the log folder."""
+    if ckpt_path in (None, ""):
+        return None
+    if ckpt_path == "last":
+        found = sorted(Path(log_dir).glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            raise ConfigError(f"ckpt_path=last found no checkpoints/last.ckpt under {log_dir}; give the path of a .ckpt file")
+        return str(found[-1])
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path={ckpt_path!r} does not exist; give the path of a .ckpt file (or ckpt_path=last)")
+    return str(path)

@@ -1,0 +1,135 @@
+"""Building blocks of the WyCifar network: a configurable convolution, a residual unit, a block.
+
+The class names (WyConv2d, WyResidual, WyBlock) are the ones the reference summary table prints,
+so that our summary can be compared with it row for row. Activations and dropout are applied
+functionally: the reference table has no rows for them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wycifar.errors import ConfigError
+
+NORMS = ("bn", "gn", "ln")
+CONV_TYPES = ("vanilla", "depthwise", "depthwise_separable")
+DOWNSAMPLING = ("dilated", "strided")
+
+
+def check_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
+
+
+def make_norm(kind: str, channels: int, gn_groups: int = 8) -> nn.Module:
+    """bn: BatchNorm; gn: GroupNorm with up to `gn_groups` groups; ln: one group over C, H, W."""
+    check_choice("model.norm", kind, NORMS)
+    if kind == "bn":
+        return nn.BatchNorm2d(channels)
+    if kind == "gn":
+        return nn.GroupNorm(math.gcd(gn_groups, channels), channels)
+    return nn.GroupNorm(1, channels)
+
+
+class WyConv2d(nn.Module):
+    """A bias-free convolution of one of three kinds.
+
+    - vanilla: one dense k x k convolution.
+    - depthwise: one grouped k x k convolution, groups = gcd(in, out) (a true depthwise
+      convolution whenever the channel counts allow it).
+    - depthwise_separable: depthwise k x k (groups = in) followed by a pointwise 1x1.
+    A 1x1 kernel is always a single dense convolution (it is the skip projection).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        *,
+        conv: str = "depthwise_separable",
+        stride: int = 1,
+        padding: int = 1,
+        dilation: int = 1,
+    ) -> None:
+        super().__init__()
+        check_choice("model.conv", conv, CONV_TYPES)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        spatial = dict(kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation, bias=False)
+        if kernel_size == 1 or conv == "vanilla":
+            layers = [nn.Conv2d(in_channels, out_channels, **spatial)]
+        elif conv == "depthwise":
+            layers = [nn.Conv2d(in_channels, out_channels, groups=math.gcd(in_channels, out_channels), **spatial)]
+        else:
+            layers = [
+                nn.Conv2d(in_channels, in_channels, groups=in_channels, **spatial),
+                nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False),
+            ]
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class WyResidual(nn.Module):
+    """relu(norm(conv2(relu(norm(conv1(x))))) + skip(x)).
+
+    conv1 may downsample (by its dilation or its stride). The skip is the identity when the shape
+    is unchanged, a 1x1 projection + norm when it changes and `skip_1x1` is set, and absent
+    otherwise.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        conv: str,
+        norm: str,
+        stride: int = 1,
+        padding: int = 1,
+        dilation: int = 1,
+        skip_1x1: bool = True,
+        gn_groups: int = 8,
+    ) -> None:
+        super().__init__()
+        self.conv1 = WyConv2d(in_channels, out_channels, conv=conv, stride=stride, padding=padding, dilation=dilation)
+        self.norm1 = make_norm(norm, out_channels, gn_groups)
+        self.conv2 = WyConv2d(out_channels, out_channels, conv=conv)
+        self.norm2 = make_norm(norm, out_channels, gn_groups)
+        reshapes = in_channels != out_channels or stride != 1 or dilation != 1
+        self.identity_skip = not reshapes
+        self.skip: nn.Module | None = None
+        if reshapes and skip_1x1:
+            self.skip = nn.Sequential(
+                WyConv2d(in_channels, out_channels, kernel_size=1, stride=2 if (stride != 1 or dilation != 1) else 1, padding=0),
+                make_norm(norm, out_channels, gn_groups),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # In place: norm outputs are not needed by their backward, and on 2 CPU cores every
+        # elementwise pass over the activations costs as much as a depthwise conv.
+        y = F.relu(self.norm1(self.conv1(x)), inplace=True)
+        y = self.norm2(self.conv2(y))
+        if self.identity_skip:
+            y += x
+        elif self.skip is not None:
+            y += self.skip(x)
+        return F.relu(y, inplace=True)
+
+
+class WyBlock(nn.Module):
+    """A run of residual units; only the first may change channels or resolution."""
+
+    def __init__(self, units: list[WyResidual]) -> None:
+        super().__init__()
+        self.units = nn.ModuleList(units)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for unit in self.units:
+            x = unit(x)
+        return x

@@ -1,0 +1,98 @@
+"""The WyCifar network family: blocks of residual units, global average pooling, 1x1 classifier."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wycifar.errors import ConfigError
+from wycifar.models.blocks import CONV_TYPES, DOWNSAMPLING, NORMS, WyBlock, WyResidual, check_choice
+
+
+def dilated_halving(size: int) -> tuple[int, int]:
+    """(dilation, padding) that make a stride-1 3x3 conv map `size` to ceil(size / 2).
+
+    The output of a 3x3 conv with dilation d and padding p is size + 2p - 2d; padding 1 gives
+    d = size/4 + 1 for the sizes CIFAR uses (32 -> d=9, 16 -> d=5, 8 -> d=3), which is how the
+    reference downsamples. The 1x1 stride-2 skip also gives ceil(size / 2), so the two must agree.
+    """
+    target = (size + 1) // 2
+    for padding in (1, 0, 2):
+        twice_d = size + 2 * padding - target
+        if twice_d >= 2 and twice_d % 2 == 0:
+            return twice_d // 2, padding
+    raise ConfigError(
+        f"model.downsample='dilated' cannot halve a {size}x{size} feature map with a 3x3 dilated conv; "
+        "use image sizes divisible by 2**(num_blocks+1) or model.downsample=strided"
+    )
+
+
+class WyCifarNet(nn.Module):
+    """Configurable residual network; the defaults rebuild the reference (95,653 parameters)."""
+
+    def __init__(
+        self,
+        norm: str = "bn",
+        conv: str = "depthwise_separable",
+        downsample: str = "dilated",
+        skip_1x1: bool = True,
+        num_blocks: int = 3,
+        units_per_block: int = 2,
+        base_width: int = 32,
+        dropout: float = 0.01,
+        num_classes: int = 10,
+        image_size: int = 32,
+        in_channels: int = 3,
+        gn_groups: int = 8,
+    ) -> None:
+        super().__init__()
+        check_choice("model.norm", norm, NORMS)
+        check_choice("model.conv", conv, CONV_TYPES)
+        check_choice("model.downsample", downsample, DOWNSAMPLING)
+        for key, value in (("num_blocks", num_blocks), ("units_per_block", units_per_block),
+                           ("base_width", base_width), ("num_classes", num_classes), ("image_size", image_size)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"model.{key}={value!r} is not allowed; it must be a whole number >= 1")
+        if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+            raise ConfigError(f"model.dropout={dropout!r} is not allowed; it must be in [0, 1)")
+        self.dropout = float(dropout)
+        # After block 2, where this family of models puts it (after the last block if fewer).
+        self.dropout_after = min(1, num_blocks - 1)
+
+        blocks, channels, size = [], in_channels, image_size
+        for b in range(num_blocks):
+            width = base_width * 2**b
+            stride, dilation, padding = 1, 1, 1
+            if b > 0:
+                if downsample == "dilated":
+                    dilation, padding = dilated_halving(size)
+                else:
+                    stride = 2
+                size = (size + 1) // 2
+            units = [
+                WyResidual(channels, width, conv=conv, norm=norm, stride=stride, padding=padding,
+                           dilation=dilation, skip_1x1=skip_1x1, gn_groups=gn_groups)
+            ]
+            units += [WyResidual(width, width, conv=conv, norm=norm, gn_groups=gn_groups)
+                      for _ in range(units_per_block - 1)]
+            blocks.append(WyBlock(units))
+            channels = width
+        self.blocks = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Conv2d(channels, num_classes, kernel_size=1, bias=True)
+        self.num_classes = num_classes
+        self.image_size = image_size
+        self.in_channels = in_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for index, block in enumerate(self.blocks):
+            x = block(x)
+            if index == self.dropout_after and self.dropout:
+                x = F.dropout(x, self.dropout, self.training)
+        return self.classifier(self.pool(x)).flatten(1)
+
+    @property
+    def gradcam_layer(self) -> nn.Module:
+        """The layer GradCAM looks at: the last block (its output is after the final ReLU)."""
+        return self.blocks[-1]

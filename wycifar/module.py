@@ -1,0 +1,142 @@
+"""The LightningModule: the network, its loss, its optimiser and schedule, and its metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from wycifar.errors import ConfigError
+from wycifar.models import WyCifarNet
+
+INTERVALS = ("epoch", "step")
+
+
+class WyCifarModule(L.LightningModule):
+    """Wraps WyCifarNet(**net). `optimizer` and `scheduler` are Hydra dicts (`_target_`,
+    `_partial_`) kept as plain data so that checkpoints hold no pickled objects."""
+
+    def __init__(
+        self,
+        net: dict,
+        optimizer: dict,
+        scheduler: dict | None = None,
+        l1_lambda: float = 0.0,
+        label_smoothing: float = 0.0,
+        decay_norm_and_bias: bool = True,
+        tta_flip: bool = False,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        if not 0 <= label_smoothing < 1:
+            raise ConfigError(f"module.label_smoothing={label_smoothing!r} is not allowed; it must be in [0, 1)")
+        if l1_lambda < 0:
+            raise ConfigError(f"module.l1_lambda={l1_lambda!r} is not allowed; it must be >= 0")
+        if scheduler and scheduler.get("interval", "epoch") not in INTERVALS:
+            raise ConfigError(f"scheduler.interval={scheduler['interval']!r} is not allowed; choose one of: {', '.join(INTERVALS)}")
+        self.net = WyCifarNet(**net)
+        if channels_last:
+            # NHWC is 1.7x faster for these convs on the CPU; the loader yields NHWC batches to match.
+            self.net = self.net.to(memory_format=torch.channels_last)
+        num_classes = self.net.num_classes
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc_tta = MulticlassAccuracy(num_classes, average="micro")
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.val_acc_best = MaxMetric()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), y, label_smoothing=self.hparams.label_smoothing)
+
+    def l1_penalty(self) -> torch.Tensor:
+        return sum(p.abs().sum() for name, p in self.net.named_parameters() if p.ndim > 1)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = self._loss(logits, y)
+        self.train_loss(loss.detach(), weight=len(y))
+        self.train_acc(logits.detach(), y)
+        if self.hparams.l1_lambda:
+            loss = loss + self.hparams.l1_lambda * self.l1_penalty()
+        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def on_train_start(self) -> None:
+        # The sanity check must not leave its numbers in the best-accuracy tracker.
+        self.val_loss.reset()
+        self.val_acc.reset()
+        self.val_acc_best.reset()
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits = self(x)
+        self.val_loss(self._loss(logits, y), weight=len(y))
+        self.val_acc(logits, y)
+        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self.val_acc_best(self.val_acc.compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=False, prog_bar=True)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits = self(x)
+        self.test_loss(self._loss(logits, y), weight=len(y))
+        self.test_acc(logits, y)
+        self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
+        self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
+        if self.hparams.tta_flip:
+            probs = logits.float().softmax(1) + self(x.flip(3)).float().softmax(1)
+            self.test_acc_tta(probs, y)
+            self.log("test/acc_tta", self.test_acc_tta, on_step=False, on_epoch=True)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Dropout draws from torch's global generator: keep its state so that a resumed run
+        # continues exactly as an uninterrupted one would.
+        checkpoint["torch_rng_state"] = torch.get_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "torch_rng_state" in checkpoint and self.trainer is not None and self.trainer.state.fn == "fit":
+            torch.set_rng_state(checkpoint["torch_rng_state"])
+
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(x).float().softmax(1)
+
+    def parameter_groups(self) -> list[dict]:
+        """Weight decay on conv weights only when `decay_norm_and_bias` is off: norm scales and
+        biases are then exempt, as they should be (decaying them only shrinks the activations)."""
+        if self.hparams.decay_norm_and_bias:
+            return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+        decay = [p for p in self.net.parameters() if p.requires_grad and p.ndim > 1]
+        no_decay = [p for p in self.net.parameters() if p.requires_grad and p.ndim <= 1]
+        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+    def configure_optimizers(self) -> dict:
+        optimizer = instantiate(self.hparams.optimizer, _convert_="all")(self.parameter_groups())
+        if not self.hparams.scheduler:
+            return {"optimizer": optimizer}
+        scheduler_cfg = dict(self.hparams.scheduler)
+        interval = scheduler_cfg.pop("interval", "epoch")
+        if interval == "step":
+            total_steps = int(self.trainer.estimated_stepping_batches)
+            steps_per_epoch = max(1, total_steps // max(1, self.trainer.max_epochs))
+        else:
+            total_steps, steps_per_epoch = max(1, self.trainer.max_epochs), 1
+        scheduler = instantiate(scheduler_cfg, _convert_="all")(
+            optimizer, steps_per_epoch=steps_per_epoch, total_steps=total_steps
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}

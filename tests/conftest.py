@@ -31,8 +31,9 @@ def class_image(label: int, rng: np.random.Generator, size: int = 32) -> np.ndar
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def make_image_folder(root: Path, train_per_class: int = 16, test_per_class: int = 6, num_classes: int = 10,
-                      size: int = 32, seed: int = 0) -> Path:
+def make_image_folder(
+    root: Path, train_per_class: int = 16, test_per_class: int = 6, num_classes: int = 10, size: int = 32, seed: int = 0
+) -> Path:
     rng = np.random.default_rng(seed)
     for split, count in (("train", train_per_class), ("test", test_per_class)):
         for label in range(num_classes):

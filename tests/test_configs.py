@@ -3,9 +3,9 @@
 from pathlib import Path
 
 import pytest
+from conftest import CONF, compose_train
 from hydra.utils import instantiate
 
-from conftest import CONF, compose_train
 from wycifar.builders import build_callbacks, build_loggers, build_module, map_gpus
 
 GROUPS = ["data", "model", "optimizer", "scheduler", "trainer", "callbacks", "logger", "experiment", "debug"]
@@ -45,7 +45,9 @@ def test_option_composes(tmp_path: Path, group: str, option: str):
 @pytest.mark.parametrize("norm", ["bn", "gn", "ln"])
 @pytest.mark.parametrize("conv", ["vanilla", "depthwise", "depthwise_separable"])
 def test_knob_overrides_reach_the_network(tmp_path: Path, norm: str, conv: str):
-    cfg = compose_train(tmp_path, [f"model.norm={norm}", f"model.conv={conv}", "model.downsample=strided", "model.skip_1x1=false"])
+    cfg = compose_train(
+        tmp_path, [f"model.norm={norm}", f"model.conv={conv}", "model.downsample=strided", "model.skip_1x1=false"]
+    )
     net = build_module(cfg).net
     assert type(net.blocks[0].units[0].norm1).__name__ == ("BatchNorm2d" if norm == "bn" else "GroupNorm")
     if norm == "ln":

@@ -3,8 +3,8 @@ import re
 
 import pytest
 import torch
-
 from conftest import SHARED
+
 from wycifar.errors import ConfigError
 from wycifar.models import WyCifarNet
 from wycifar.models.blocks import CONV_TYPES, DOWNSAMPLING, NORMS
@@ -69,8 +69,9 @@ def test_strided_variant_has_same_parameters_and_no_dilation():
 )
 def test_forward_backward_every_knob(norm, conv, downsample, skip_1x1):
     torch.manual_seed(0)
-    net = WyCifarNet(norm=norm, conv=conv, downsample=downsample, skip_1x1=skip_1x1, base_width=8,
-                     units_per_block=2, dropout=0.1)
+    net = WyCifarNet(
+        norm=norm, conv=conv, downsample=downsample, skip_1x1=skip_1x1, base_width=8, units_per_block=2, dropout=0.1
+    )
     x = torch.randn(4, 3, 32, 32)
     logits = net(x)
     assert logits.shape == (4, 10)
@@ -102,3 +103,31 @@ def test_bad_knobs_raise_one_clear_error(kwargs, fragment):
     with pytest.raises(ConfigError) as info:
         WyCifarNet(**kwargs)
     assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+def test_channels_last_backward_survives_odd_batches():
+    """torch 2.14's oneDNN strided 1x1 conv backward corrupted memory for odd batches in NHWC;
+    the skip subsamples first. Run in a subprocess: a regression would abort the interpreter."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch\nfrom wycifar.models import WyCifarNet\n"
+        "for n in (3, 5, 31):\n"
+        "  for mode in (True, False):\n"
+        "    net = WyCifarNet(base_width=8).to(memory_format=torch.channels_last).train(mode)\n"
+        "    x = torch.randn(n, 3, 32, 32).contiguous(memory_format=torch.channels_last).requires_grad_(True)\n"
+        "    net(x).sum().backward()\n"
+        "print('survived')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "survived" in result.stdout, result.stderr[-500:]
+
+
+def test_strided_skip_equals_a_strided_1x1_conv():
+    from wycifar.models.blocks import WyConv2d
+
+    skip = WyConv2d(8, 16, kernel_size=1, stride=2, padding=0)
+    x = torch.randn(2, 8, 32, 32)
+    expected = torch.nn.functional.conv2d(x, skip.layers[0].weight, stride=2)
+    assert torch.allclose(skip(x), expected, atol=1e-6)

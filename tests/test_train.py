@@ -6,16 +6,25 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import ROOT, TINY, compose_train, link_real_subset
+
 from wycifar.builders import map_gpus
 from wycifar.errors import ConfigError
 from wycifar.train import train
 
 
 def test_tiny_fit_loss_falls_and_writes_run_folder(tmp_path: Path, tiny_data: Path):
-    cfg = compose_train(tmp_path, [*TINY, f"data.root={tiny_data}", "trainer.max_epochs=10",
-                                   "scheduler=onecycle", "scheduler.max_lr=0.05", "model.dropout=0"])
+    cfg = compose_train(
+        tmp_path,
+        [
+            *TINY,
+            f"data.root={tiny_data}",
+            "trainer.max_epochs=10",
+            "scheduler=onecycle",
+            "scheduler.max_lr=0.05",
+            "model.dropout=0",
+        ],
+    )
     metrics, objects = train(cfg)
     losses = objects["module"].epoch_losses if hasattr(objects["module"], "epoch_losses") else None
     assert losses is None or losses[-1] < losses[0]
@@ -38,10 +47,21 @@ def test_loss_falls_step_by_step(tmp_path: Path, tiny_data: Path):
         def on_train_epoch_end(self, trainer, pl_module):
             self.losses.append(float(trainer.callback_metrics["train/loss"]))
 
-    cfg = compose_train(tmp_path, [*TINY, f"data.root={tiny_data}", "trainer.max_epochs=3", "logger=none",
-                                   "scheduler=none", "optimizer.lr=0.05", "test=false"])
-    from wycifar.builders import build_module, build_trainer
+    cfg = compose_train(
+        tmp_path,
+        [
+            *TINY,
+            f"data.root={tiny_data}",
+            "trainer.max_epochs=3",
+            "logger=none",
+            "scheduler=none",
+            "optimizer.lr=0.05",
+            "test=false",
+        ],
+    )
     from hydra.utils import instantiate
+
+    from wycifar.builders import build_module, build_trainer
 
     record = Record()
     trainer = build_trainer(cfg.trainer, [record], [])
@@ -52,9 +72,19 @@ def test_loss_falls_step_by_step(tmp_path: Path, tiny_data: Path):
 
 def test_one_real_epoch_beats_chance(tmp_path: Path, real_data: Path):
     subset = link_real_subset(tmp_path / "cifar", train_per_class=400, test_per_class=100)
-    cfg = compose_train(tmp_path, ["experiment=seed", f"data.root={subset}", "trainer.max_epochs=1",
-                                   "trainer.accelerator=cpu", "data.batch_size=32", "scheduler.points=[[0,0.05],[1,0.05]]",
-                                   "data.augment.ssr_p=0", "data.augment.cutout_p=0"])
+    cfg = compose_train(
+        tmp_path,
+        [
+            "experiment=seed",
+            f"data.root={subset}",
+            "trainer.max_epochs=1",
+            "trainer.accelerator=cpu",
+            "data.batch_size=32",
+            "scheduler.points=[[0,0.05],[1,0.05]]",
+            "data.augment.ssr_p=0",
+            "data.augment.cutout_p=0",
+        ],
+    )
     metrics, _ = train(cfg)
     assert metrics["test/acc"] > 0.25, metrics  # chance is 0.10; this gives about 0.39
 
@@ -67,8 +97,9 @@ def test_resume_continues_where_it_stopped(tmp_path: Path, tiny_data: Path):
     ckpt = torch.load(last, weights_only=True)
     assert ckpt["epoch"] == 0
 
-    resumed = compose_train(tmp_path / "b", [*TINY, f"data.root={tiny_data}", "trainer.max_epochs=2",
-                                             "test=false", f"ckpt_path={last}"])
+    resumed = compose_train(
+        tmp_path / "b", [*TINY, f"data.root={tiny_data}", "trainer.max_epochs=2", "test=false", f"ckpt_path={last}"]
+    )
     _, objects = train(resumed)
     assert objects["trainer"].current_epoch == 2
     assert objects["trainer"].global_step == 2 * ckpt["global_step"]
@@ -99,9 +130,20 @@ def test_gpus_without_gpu_is_a_clear_error():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
 def test_cli_gpus_flag_fails_cleanly_on_cpu(tmp_path: Path, tiny_data: Path):
     result = subprocess.run(
-        [sys.executable, "-m", "wycifar.train", "model=dws_dilated", "trainer.gpus=1", f"data.root={tiny_data}",
-         f"paths.log_dir={tmp_path}", f"paths.cache_dir={tmp_path}/cache"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "wycifar.train",
+            "model=dws_dilated",
+            "trainer.gpus=1",
+            f"data.root={tiny_data}",
+            f"paths.log_dir={tmp_path}",
+            f"paths.cache_dir={tmp_path}/cache",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 2, result.stderr
     assert "deprecated" in result.stdout + result.stderr

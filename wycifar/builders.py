@@ -57,7 +57,11 @@ def map_gpus(trainer_cfg: dict) -> dict:
         return cfg
     if isinstance(gpus, bool) or not isinstance(gpus, (int, str, list)):
         raise ConfigError(f"trainer.gpus={gpus!r} is not allowed; give a number of GPUs (e.g. 1, or -1 for all)")
-    log.warning("trainer.gpus=%s is deprecated (removed in Lightning 2); using trainer.accelerator=gpu trainer.devices=%s", gpus, gpus)
+    log.warning(
+        "trainer.gpus=%s is deprecated (removed in Lightning 2); using trainer.accelerator=gpu trainer.devices=%s",
+        gpus,
+        gpus,
+    )
     if gpus == 0:
         cfg["accelerator"], cfg["devices"] = "cpu", 1
         return cfg
@@ -89,7 +93,9 @@ def resolve_ckpt_path(ckpt_path: str | None, log_dir: str | Path) -> str | None:
     if ckpt_path == "last":
         found = sorted(Path(log_dir).glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
         if not found:
-            raise ConfigError(f"ckpt_path=last found no checkpoints/last.ckpt under {log_dir}; give the path of a .ckpt file")
+            raise ConfigError(
+                f"ckpt_path=last found no checkpoints/last.ckpt under {log_dir}; give the path of a .ckpt file"
+            )
         return str(found[-1])
     path = Path(ckpt_path)
     if not path.is_file():

@@ -39,7 +39,9 @@ class WyCifarModule(L.LightningModule):
         if l1_lambda < 0:
             raise ConfigError(f"module.l1_lambda={l1_lambda!r} is not allowed; it must be >= 0")
         if scheduler and scheduler.get("interval", "epoch") not in INTERVALS:
-            raise ConfigError(f"scheduler.interval={scheduler['interval']!r} is not allowed; choose one of: {', '.join(INTERVALS)}")
+            raise ConfigError(
+                f"scheduler.interval={scheduler['interval']!r} is not allowed; choose one of: {', '.join(INTERVALS)}"
+            )
         self.net = WyCifarNet(**net)
         if channels_last:
             # NHWC is 1.7x faster for these convs on the CPU; the loader yields NHWC batches to match.
@@ -91,7 +93,8 @@ class WyCifarModule(L.LightningModule):
         self.val_acc_best(self.val_acc.compute())
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=False, prog_bar=True)
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """Returns the class probabilities, for the report callbacks (confusion matrix, mistakes)."""
         x, y = batch
         logits = self(x)
         self.test_loss(self._loss(logits, y), weight=len(y))
@@ -102,6 +105,7 @@ class WyCifarModule(L.LightningModule):
             probs = logits.float().softmax(1) + self(x.flip(3)).float().softmax(1)
             self.test_acc_tta(probs, y)
             self.log("test/acc_tta", self.test_acc_tta, on_step=False, on_epoch=True)
+        return {"probs": logits.detach().float().softmax(1), "target": y}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Dropout draws from torch's global generator: keep its state so that a resumed run
@@ -109,7 +113,7 @@ class WyCifarModule(L.LightningModule):
         checkpoint["torch_rng_state"] = torch.get_rng_state()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if "torch_rng_state" in checkpoint and self.trainer is not None and self.trainer.state.fn == "fit":
+        if "torch_rng_state" in checkpoint and self._trainer is not None and self._trainer.state.fn == "fit":
             torch.set_rng_state(checkpoint["torch_rng_state"])
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:

@@ -21,9 +21,13 @@ def piecewise_linear(
     epoch; stepped per batch the same points give a smooth ramp. Returned LRs are absolute: the
     optimizer's own `lr` is ignored.
     """
-    epochs, lrs = zip(*((float(e), float(lr)) for e, lr in points)) if points else ((), ())
-    if len(epochs) < 2 or list(epochs) != sorted(epochs) or min(lrs) < 0:
-        raise ConfigError(f"scheduler.points={[list(p) for p in points]!r} is not allowed; give >= 2 [epoch, lr] pairs, epochs ascending, lrs >= 0")
+    allowed = "give >= 2 [epoch, lr] pairs, epochs ascending, lrs >= 0"
+    if len(points) < 2 or any(len(p) != 2 for p in points):
+        raise ConfigError(f"scheduler.points={[list(p) for p in points]!r} is not allowed; {allowed}")
+    epochs = [float(e) for e, _ in points]
+    lrs = [float(lr) for _, lr in points]
+    if epochs != sorted(epochs) or min(lrs) < 0:
+        raise ConfigError(f"scheduler.points={[list(p) for p in points]!r} is not allowed; {allowed}")
     for group in optimizer.param_groups:
         group["lr"] = 1.0
         group["initial_lr"] = 1.0

@@ -13,7 +13,6 @@ from omegaconf import DictConfig
 
 from wycifar.builders import build_callbacks, build_loggers, build_module, build_trainer, resolve_ckpt_path
 from wycifar.cli import run_cli
-from wycifar.models.summary import summarize
 
 log = logging.getLogger("wycifar.train")
 
@@ -28,10 +27,6 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     trainer = build_trainer(cfg.trainer, callbacks, loggers)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.log_dir)
 
-    if trainer.is_global_zero:
-        summary = summarize(module.net, (module.net.in_channels, module.net.image_size, module.net.image_size))
-        log.info("network: %s parameters\n%s", f"{summary.total_params:,}", summary.table())
-
     started = time.perf_counter()
     if cfg.get("train", True):
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -39,7 +34,11 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     metrics["time/fit_s"] = time.perf_counter() - started
 
     if cfg.get("test", True):
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback and cfg.get("train", True) else ""
+        best = (
+            trainer.checkpoint_callback.best_model_path
+            if trainer.checkpoint_callback and cfg.get("train", True)
+            else ""
+        )
         if not best:
             best = ckpt_path
         if best and cfg.get("train", True):

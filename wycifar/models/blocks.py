@@ -59,6 +59,11 @@ class WyConv2d(nn.Module):
         super().__init__()
         check_choice("model.conv", conv, CONV_TYPES)
         self.in_channels, self.out_channels = in_channels, out_channels
+        # A strided 1x1 conv is a subsampling followed by a 1x1 conv. Done in that order because
+        # torch 2.14's oneDNN backward of strided 1x1 convs in channels_last corrupts memory for
+        # some batch sizes (odd ones, 8 input channels: "double free or corruption").
+        self.subsample = stride if kernel_size == 1 else 1
+        stride = 1 if kernel_size == 1 else stride
         spatial = dict(kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation, bias=False)
         if kernel_size == 1 or conv == "vanilla":
             layers = [nn.Conv2d(in_channels, out_channels, **spatial)]
@@ -72,6 +77,8 @@ class WyConv2d(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.subsample > 1:
+            x = x[:, :, :: self.subsample, :: self.subsample]
         return self.layers(x)
 
 
@@ -106,7 +113,13 @@ class WyResidual(nn.Module):
         self.skip: nn.Module | None = None
         if reshapes and skip_1x1:
             self.skip = nn.Sequential(
-                WyConv2d(in_channels, out_channels, kernel_size=1, stride=2 if (stride != 1 or dilation != 1) else 1, padding=0),
+                WyConv2d(
+                    in_channels,
+                    out_channels,
+                    kernel_size=1,
+                    stride=2 if (stride != 1 or dilation != 1) else 1,
+                    padding=0,
+                ),
                 make_norm(norm, out_channels, gn_groups),
             )
 

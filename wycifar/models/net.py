@@ -50,8 +50,13 @@ class WyCifarNet(nn.Module):
         check_choice("model.norm", norm, NORMS)
         check_choice("model.conv", conv, CONV_TYPES)
         check_choice("model.downsample", downsample, DOWNSAMPLING)
-        for key, value in (("num_blocks", num_blocks), ("units_per_block", units_per_block),
-                           ("base_width", base_width), ("num_classes", num_classes), ("image_size", image_size)):
+        for key, value in (
+            ("num_blocks", num_blocks),
+            ("units_per_block", units_per_block),
+            ("base_width", base_width),
+            ("num_classes", num_classes),
+            ("image_size", image_size),
+        ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"model.{key}={value!r} is not allowed; it must be a whole number >= 1")
         if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
@@ -71,11 +76,21 @@ class WyCifarNet(nn.Module):
                     stride = 2
                 size = (size + 1) // 2
             units = [
-                WyResidual(channels, width, conv=conv, norm=norm, stride=stride, padding=padding,
-                           dilation=dilation, skip_1x1=skip_1x1, gn_groups=gn_groups)
+                WyResidual(
+                    channels,
+                    width,
+                    conv=conv,
+                    norm=norm,
+                    stride=stride,
+                    padding=padding,
+                    dilation=dilation,
+                    skip_1x1=skip_1x1,
+                    gn_groups=gn_groups,
+                )
             ]
-            units += [WyResidual(width, width, conv=conv, norm=norm, gn_groups=gn_groups)
-                      for _ in range(units_per_block - 1)]
+            units += [
+                WyResidual(width, width, conv=conv, norm=norm, gn_groups=gn_groups) for _ in range(units_per_block - 1)
+            ]
             blocks.append(WyBlock(units))
             channels = width
         self.blocks = nn.Sequential(*blocks)

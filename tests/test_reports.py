@@ -1,0 +1,178 @@
+"""Every report of a run exists and is real: decoded, parsed, run and read back."""
+
+import csv
+import math
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from conftest import TINY, compose_train, make_image_folder
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from wycifar.callbacks.gradcam import GradCAMReport, gradcam_maps
+from wycifar.checkpoints import load_module
+from wycifar.eval import evaluate
+from wycifar.train import train
+
+EPOCHS = 3
+PNGS = ["curves.png", "gradcam.png", "misclassified.png", "confusion_matrix.png"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("reports")
+    data = make_image_folder(tmp / "data")
+    cfg = compose_train(
+        tmp,
+        [
+            *TINY,
+            f"data.root={data}",
+            f"trainer.max_epochs={EPOCHS}",
+            "callbacks.gradcam.every_n_epochs=2",
+            "scheduler=onecycle",
+            "scheduler.max_lr=0.05",
+        ],
+    )
+    metrics, objects = train(cfg)
+    return {"dir": tmp / "run", "metrics": metrics, "data": data, "tmp": tmp, **objects}
+
+
+def events(run_dir: Path) -> EventAccumulator:
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def test_every_artifact_exists_and_decodes(run):
+    folder = run["dir"]
+    for name in PNGS:
+        with Image.open(folder / name) as image:
+            image.verify()
+        with Image.open(folder / name) as image:
+            assert image.size[0] > 200 and image.size[1] > 150, name
+    summary = (folder / "summary.txt").read_text()
+    assert "Total params: 8,005" in summary and "Receptive field" in summary and "Using Normalization: bn" in summary
+    report = (folder / "report.md").read_text()
+    for name in PNGS + ["Total params: 8,005", "| Epoch | LR", next(folder.glob("model_*.onnx.svg")).name]:
+        assert name in report, name
+
+
+def test_onnx_is_named_like_the_reference_and_matches_pytorch(run):
+    acc = run["metrics"]["test/acc"]
+    path = run["dir"] / f"model_8005_{acc:.4f}.onnx"
+    assert path.is_file()
+    net = run["module"].net.eval()
+    x = torch.randn(5, 3, 32, 32)
+    with torch.no_grad():
+        expected = net(x).numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"image": x.numpy()})[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_svg_parses_and_names_the_operators(run):
+    svg = next(run["dir"].glob("model_*.onnx.svg"))
+    root = ET.parse(svg).getroot()
+    assert root.tag.endswith("svg")
+    text = " ".join(t.text or "" for t in root.iter() if t.tag.endswith("text"))
+    model = onnx.load(str(svg.with_suffix("")))
+    ops = {n.op_type for n in model.graph.node}
+    assert {"Conv", "Relu", "Add"} <= ops
+    for op in ops:
+        assert op in text, op
+    assert "dilations=[9, 9]" in text
+
+
+def test_epoch_table_matches_what_the_trainer_logged(run):
+    rows = list(csv.DictReader((run["dir"] / "epochs.csv").open()))
+    assert [int(r["Epoch"]) for r in rows] == list(range(1, EPOCHS + 1))
+    acc = events(run["dir"])
+    val_acc = [e.value for e in acc.Scalars("val/acc")]
+    train_loss = [e.value for e in acc.Scalars("train/loss")]
+    assert len(val_acc) == EPOCHS
+    for row, va, tl in zip(rows, val_acc, train_loss):
+        assert math.isclose(float(row["ValAcc"]), 100 * va, rel_tol=1e-5)
+        assert math.isclose(float(row["TrainLoss"]), tl, rel_tol=1e-5)
+        assert float(row["Time"]) > 0
+    table = (run["dir"] / "epochs.md").read_text()
+    assert "| Epoch | LR       | Time    | TrainLoss | TrainAcc | ValLoss  | ValAcc |" in table
+    assert len([line for line in table.splitlines() if line.startswith("|     ")]) == EPOCHS
+
+
+def test_tensorboard_holds_scalars_images_and_real_hparams(run):
+    acc = events(run["dir"])
+    tags = acc.Tags()
+    for tag in ["train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "test/acc", "lr-SGD"]:
+        assert tag in tags["scalars"], tag
+    assert len(acc.Scalars("lr-SGD")) >= EPOCHS * 5  # one per step
+    for tag in ["report/curves", "report/gradcam", "report/misclassified", "report/confusion_matrix"]:
+        assert tag in tags["images"], tag
+    assert "hp_metric" not in tags["scalars"]
+    assert "hp/test_acc" in tags["scalars"]
+    assert acc.Scalars("hp/test_acc")[-1].value == pytest.approx(run["metrics"]["test/acc"])
+    plugin = acc.PluginTagToContent("hparams")
+    assert "_hparams_/experiment" in plugin and "_hparams_/session_start_info" in plugin
+    assert b"model/norm" in plugin["_hparams_/session_start_info"]
+
+
+def test_confusion_matrix_counts_every_test_image(run):
+    lines = (run["dir"] / "confusion_matrix.csv").read_text().splitlines()
+    assert lines[0].startswith("true\\predicted,airplane")
+    counts = np.array([[int(v) for v in line.split(",")[1:]] for line in lines[1:]])
+    assert counts.shape == (10, 10) and counts.sum() == 60
+    assert counts.sum(1).tolist() == [6] * 10
+    assert np.trace(counts) / 60 == pytest.approx(run["metrics"]["test/acc"])
+
+
+def test_eval_reproduces_the_test_accuracy(run, tmp_path):
+    best = run["trainer"].checkpoint_callback.best_model_path
+    cfg = compose_train(
+        tmp_path,
+        [f"ckpt_path={best}", f"data.root={run['data']}", "trainer.accelerator=cpu", "data.eval_batch_size=64"],
+        config_name="eval",
+    )
+    metrics, _ = evaluate(cfg)
+    assert metrics["test/acc"] == pytest.approx(run["metrics"]["test/acc"], abs=1e-6)
+    for name in ["gradcam.png", "misclassified.png", "confusion_matrix.png", "report.md", "summary.txt"]:
+        assert (tmp_path / "run" / name).is_file(), name
+
+
+def test_gradcam_under_inference_mode_keeps_train_state(run):
+    module = load_module(run["trainer"].checkpoint_callback.best_model_path)
+    net = module.net
+    net.train()
+    x = torch.randn(3, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        heatmaps, probs = gradcam_maps(net, net.gradcam_layer, x)
+    assert net.training
+    assert heatmaps.shape == (3, 32, 32) and np.isfinite(heatmaps).all() and heatmaps.max() > 0
+    assert probs.shape == (3, 10)
+    net.eval()
+    gradcam_maps(net, net.gradcam_layer, x)
+    assert not net.training
+
+
+def test_no_figures_during_sanity_check(tmp_path):
+    data = make_image_folder(tmp_path / "data", train_per_class=4, test_per_class=2)
+    cfg = compose_train(
+        tmp_path,
+        [
+            *TINY,
+            f"data.root={data}",
+            "trainer.max_epochs=1",
+            "trainer.num_sanity_val_steps=1",
+            "trainer.limit_train_batches=1",
+            "test=false",
+            "callbacks.gradcam.every_n_epochs=5",
+        ],
+    )
+    _, objects = train(cfg)
+    folder = tmp_path / "run"
+    assert not (folder / "gradcam.png").exists()  # only epoch 1 ran: not a multiple of 5, and no sanity figure
+    assert (folder / "curves.png").exists()
+    assert isinstance(next(c for c in objects["trainer"].callbacks if isinstance(c, GradCAMReport)), GradCAMReport)

@@ -1,0 +1,1 @@
+"""Report callbacks, one per thing the reference README shows about a run."""

@@ -1,0 +1,75 @@
+"""What the report callbacks share: where the run folder is, TensorBoard, saving figures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightning as L
+import matplotlib
+import numpy as np
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from wycifar.data.loader import CIFAR10_MEAN, CIFAR10_STD  # noqa: E402
+
+
+def run_dir(trainer: L.Trainer) -> Path:
+    path = Path(trainer.default_root_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def tensorboard(trainer: L.Trainer):
+    """The SummaryWriter of the run's TensorBoard logger, or None."""
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            return logger.experiment
+    return None
+
+
+def should_draw(trainer: L.Trainer) -> bool:
+    """Figures come from rank 0, never from the sanity check or a fast_dev_run."""
+    return trainer.is_global_zero and not trainer.sanity_checking and not trainer.fast_dev_run
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def save_figure(fig: plt.Figure, path: Path, trainer: L.Trainer, tag: str, step: int | None = None) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    os.replace(tmp, path)
+    writer = tensorboard(trainer)
+    if writer is not None:
+        writer.add_figure(tag, fig, global_step=trainer.global_step if step is None else step, close=False)
+        writer.flush()
+    plt.close(fig)
+
+
+def denormalize(x: torch.Tensor, mean=CIFAR10_MEAN, std=CIFAR10_STD) -> np.ndarray:
+    """Normalised [N, C, H, W] batch -> float HWC images in [0, 1] (what show_cam_on_image wants)."""
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    images = (x.detach().float().cpu() * std_t + mean_t).clamp(0, 1)
+    return images.permute(0, 2, 3, 1).numpy()
+
+
+def class_names(trainer: L.Trainer, num_classes: int) -> list[str]:
+    datamodule = getattr(trainer, "datamodule", None)
+    names = getattr(datamodule, "classes", None) if datamodule is not None else None
+    return list(names) if names else [str(i) for i in range(num_classes)]
+
+
+def image_grid(n: int, cols: int = 5, size: float = 2.0):
+    rows = max(1, (n + cols - 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * size, rows * size * 1.3 + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    return fig, axes.flat

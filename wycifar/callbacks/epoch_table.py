@@ -1,0 +1,129 @@
+"""Training logs: the reference's epoch table, a row printed as each epoch ends, also CSV and Markdown."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import time
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+from wycifar.callbacks.common import atomic_write_text, run_dir
+
+log = logging.getLogger("wycifar.epochs")
+
+COLUMNS = ["Epoch", "LR", "Time", "TrainLoss", "TrainAcc", "ValLoss", "ValAcc"]
+
+
+def format_time(seconds: float) -> str:
+    return f"{int(seconds // 60):02d}m {int(seconds % 60):02d}s"
+
+
+def hyperparameter_header(trainer: L.Trainer, pl_module: L.LightningModule) -> str:
+    hp = pl_module.hparams
+    optimizer = dict(hp.get("optimizer", {}))
+    scheduler = dict(hp.get("scheduler") or {})
+    datamodule = getattr(trainer, "datamodule", None)
+    lines = [
+        f"Using Device: {trainer.strategy.root_device}",
+        f"Precision: {trainer.precision}",
+        f"Epochs: {trainer.max_epochs}",
+        f"Optimizer: {str(optimizer.get('_target_', '?')).rsplit('.', 1)[-1]} (momentum {optimizer.get('momentum')}, "
+        f"nesterov {optimizer.get('nesterov')})",
+        f"Schedule: {str(scheduler.get('_target_', 'constant')).rsplit('.', 1)[-1]} per {scheduler.get('interval', '-')}"
+        + (f", points {scheduler['points']}" if "points" in scheduler else "")
+        + (f", max lr {scheduler['max_lr']}" if "max_lr" in scheduler else ""),
+        f"Batch Size: {getattr(datamodule, 'batch_size', '?')}",
+        f"Dropout Ratio: {dict(hp.get('net', {})).get('dropout')}",
+        f"Weight Decay: {optimizer.get('weight_decay')}"
+        + ("" if hp.get("decay_norm_and_bias", True) else " (not on norms and biases)"),
+        f"L1 Lambda: {hp.get('l1_lambda')}",
+        f"Label Smoothing: {hp.get('label_smoothing')}",
+    ]
+    return "\n".join(lines)
+
+
+class EpochTable(Callback):
+    """| Epoch | LR | Time | TrainLoss | TrainAcc | ValLoss | ValAcc |, with LR as at the epoch's start.
+
+    Rows go to the log (terminal and the run's train.log), epochs.csv and epochs.md.
+    """
+
+    def __init__(self, csv_name: str = "epochs.csv", markdown_name: str = "epochs.md") -> None:
+        self.csv_name, self.markdown_name = csv_name, markdown_name
+        self.rows: list[dict] = []
+        self.header = ""
+        self._epoch_start = 0.0
+        self._epoch_lr = 0.0
+
+    def state_dict(self) -> dict:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.rows = list(state_dict.get("rows", []))
+
+    @staticmethod
+    def rule() -> str:
+        return "-" * 73
+
+    @staticmethod
+    def title() -> str:
+        return "| Epoch | LR       | Time    | TrainLoss | TrainAcc | ValLoss  | ValAcc |"
+
+    @staticmethod
+    def format_row(row: dict) -> str:
+        return (
+            f"| {row['Epoch']:>5} | {row['LR']:.6f} | {format_time(row['Time'])} | {row['TrainLoss']:<9.6f} "
+            f"| {row['TrainAcc']:6.2f} % | {row['ValLoss']:<8.6f} | {row['ValAcc']:5.2f}% |"
+        )
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        self.header = hyperparameter_header(trainer, pl_module)
+        log.info("\n%s\n%s\n%s\n%s", self.header, self.rule(), self.title(), self.rule())
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_start = time.perf_counter()
+        self._epoch_lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else 0.0
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        metrics = trainer.callback_metrics
+
+        def value(key: str, scale: float = 1.0) -> float:
+            return float(metrics[key]) * scale if key in metrics else float("nan")
+
+        row = {
+            "Epoch": trainer.current_epoch + 1,
+            "LR": float(self._epoch_lr),
+            "Time": time.perf_counter() - self._epoch_start,
+            "TrainLoss": value("train/loss"),
+            "TrainAcc": value("train/acc", 100),
+            "ValLoss": value("val/loss"),
+            "ValAcc": value("val/acc", 100),
+        }
+        self.rows.append(row)
+        log.info(self.format_row(row))
+        self.write(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero and self.rows:
+            log.info(self.rule())
+
+    def markdown(self) -> str:
+        lines = [self.title(), "|" + "|".join("-" * (len(c) + 2) for c in self.title().split("|")[1:-1]) + "|"]
+        return "\n".join(lines + [self.format_row(r) for r in self.rows]) + "\n"
+
+    def write(self, trainer: L.Trainer) -> None:
+        folder = run_dir(trainer)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_text(folder / self.csv_name, buffer.getvalue())
+        header = "\n".join(f"- {line}" for line in self.header.splitlines())
+        atomic_write_text(folder / self.markdown_name, f"{header}\n\n{self.markdown()}")

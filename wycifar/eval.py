@@ -1,0 +1,44 @@
+"""python -m wycifar.eval ckpt_path=<file.ckpt>: test a saved model and write every report."""
+
+from __future__ import annotations
+
+import logging
+
+import hydra
+import lightning as L
+import torch
+from omegaconf import DictConfig
+
+from wycifar.builders import build_callbacks, build_loggers, build_trainer, resolve_ckpt_path
+from wycifar.checkpoints import load_module
+from wycifar.cli import run_cli
+
+log = logging.getLogger("wycifar.eval")
+
+
+def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict]:
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.log_dir)
+    module = load_module(ckpt_path)
+    datamodule = hydra.utils.instantiate(cfg.data, channels_last=module.hparams.get("channels_last", False))
+    loggers = build_loggers(cfg.get("logger"))
+    trainer = build_trainer(cfg.trainer, build_callbacks(cfg.get("callbacks"), has_logger=bool(loggers)), loggers)
+    log.info("evaluating %s", ckpt_path)
+    results = trainer.test(module, datamodule=datamodule, verbose=False)
+    metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+    if trainer.is_global_zero and "test/acc" in metrics:
+        line = f"test accuracy: {100 * metrics['test/acc']:.2f}%"
+        if "test/acc_tta" in metrics:
+            line += f" (with flip TTA: {100 * metrics['test/acc_tta']:.2f}%)"
+        log.info(line)
+    return metrics, {"trainer": trainer, "module": module, "datamodule": datamodule}
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    run_cli(lambda: evaluate(cfg))
+
+
+if __name__ == "__main__":
+    torch.set_float32_matmul_precision("high")
+    main()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import Logger
@@ -23,7 +24,22 @@ def plain(cfg) -> dict:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg or {})
 
 
+def check_optimizer(optimizer_cfg: dict) -> None:
+    """Catch what SGD would only reject once training has started."""
+    rules = {"lr": (0, None), "momentum": (0, 1), "weight_decay": (0, None), "dampening": (0, 1)}
+    for key, (low, high) in rules.items():
+        if key not in optimizer_cfg:
+            continue
+        value = optimizer_cfg[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"optimizer.{key}={value!r} is not allowed; it must be a number")
+        if value < low or (high is not None and value >= high):
+            allowed = f">= {low}" if high is None else f"in [{low}, {high})"
+            raise ConfigError(f"optimizer.{key}={value!r} is not allowed; it must be {allowed}")
+
+
 def build_module(cfg: DictConfig) -> WyCifarModule:
+    check_optimizer(plain(cfg.optimizer))
     return WyCifarModule(
         net=plain(cfg.model),
         optimizer=plain(cfg.optimizer),
@@ -83,7 +99,11 @@ def build_trainer(trainer_cfg: DictConfig, callbacks: list[Callback], loggers: l
         raise ConfigError(
             f"trainer.accelerator={cfg['accelerator']} asks for a GPU, but this machine has none; use trainer.accelerator=cpu"
         )
-    return instantiate(cfg, callbacks=callbacks, logger=loggers or False, _convert_="all")
+    try:
+        return instantiate(cfg, callbacks=callbacks, logger=loggers or False, _convert_="all")
+    except InstantiationException as error:
+        cause = error.__cause__ or error
+        raise ConfigError(f"trainer: {str(cause).strip().splitlines()[0]}") from None
 
 
 def resolve_ckpt_path(ckpt_path: str | None, log_dir: str | Path) -> str | None:

@@ -24,3 +24,31 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> W
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, KeyError, TypeError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ConfigError(f"ckpt_path={str(path)!r} is not a readable wycifar checkpoint ({first[:200]})") from None
+
+
+SLIM_KEYS = ("state_dict", "hyper_parameters", "pytorch-lightning_version", "epoch", "global_step", "wycifar")
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """The raw checkpoint dict, tensors and plain data only."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"checkpoint {str(path)!r} is not readable ({first[:200]})") from None
+
+
+def slim_checkpoint(src: str | Path, dst: str | Path) -> Path:
+    """A copy with weights, hyperparameters and class names only (no optimiser or loop state):
+    what is shipped under results/ for evaluation and prediction."""
+    checkpoint = read_checkpoint(src)
+    slim = {k: checkpoint[k] for k in SLIM_KEYS if k in checkpoint}
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    torch.save(slim, tmp)
+    tmp.replace(dst)
+    return dst

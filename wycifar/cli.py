@@ -1,4 +1,4 @@
-"""What every command line shares: a user's mistake is one line on stderr and exit status 2."""
+"""What every command line shares: a user's error is one line on stderr and a non-zero exit."""
 
 from __future__ import annotations
 
@@ -7,18 +7,21 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-from wycifar.errors import ConfigError
+from wycifar.errors import WycifarError
 
 T = TypeVar("T")
-EXIT_USER_ERROR = 2
+
+
+def fail(message: str, exit_code: int) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(exit_code)
 
 
 def run_cli(body: Callable[[], T]) -> T:
-    """Run `body`; on ConfigError print `error: <message>` and exit 2 (WYCIFAR_DEBUG=1 re-raises)."""
+    """Run `body`; a WycifarError becomes `error: <message>` and its exit code (WYCIFAR_DEBUG=1 re-raises)."""
     try:
         return body()
-    except ConfigError as error:
+    except WycifarError as error:
         if os.environ.get("WYCIFAR_DEBUG"):
             raise
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        sys.exit(EXIT_USER_ERROR)
+        fail(str(error), error.exit_code)

@@ -1,5 +1,19 @@
-"""Errors that are the user's to fix: printed as one line, never as a traceback."""
+"""Errors that are the user's to act on: printed as one line, never as a traceback."""
 
 
-class ConfigError(ValueError):
+class WycifarError(Exception):
+    """Base: `exit_code` is the process's exit status when it reaches the command line."""
+
+    exit_code = 1
+
+
+class ConfigError(WycifarError, ValueError):
     """A configuration value or input that is not allowed; the message names key, value and choices."""
+
+    exit_code = 2
+
+
+class DivergenceError(WycifarError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+    exit_code = 3

@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from wycifar.errors import ConfigError
+from wycifar.errors import ConfigError, DivergenceError
 from wycifar.models import WyCifarNet
 
 INTERVALS = ("epoch", "step")
@@ -67,6 +67,12 @@ class WyCifarModule(L.LightningModule):
         x, y = batch
         logits = self(x)
         loss = self._loss(logits, y)
+        if not torch.isfinite(loss):
+            raise DivergenceError(
+                f"training diverged: loss is {loss.item()} at epoch {self.current_epoch + 1}, step {self.global_step} "
+                f"(LR {self.trainer.optimizers[0].param_groups[0]['lr']:g}); the last good checkpoint is kept, "
+                "lower the learning rate"
+            )
         self.train_loss(loss.detach(), weight=len(y))
         self.train_acc(logits.detach(), y)
         if self.hparams.l1_lambda:
@@ -111,6 +117,14 @@ class WyCifarModule(L.LightningModule):
         # Dropout draws from torch's global generator: keep its state so that a resumed run
         # continues exactly as an uninterrupted one would.
         checkpoint["torch_rng_state"] = torch.get_rng_state()
+        # What prediction needs besides the weights: class names and input normalisation.
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None and getattr(datamodule, "test_data", None) is not None:
+            checkpoint["wycifar"] = {
+                "classes": list(datamodule.classes),
+                "mean": list(datamodule.mean),
+                "std": list(datamodule.std),
+            }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "torch_rng_state" in checkpoint and self._trainer is not None and self._trainer.state.fn == "fit":

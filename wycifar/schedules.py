@@ -13,19 +13,24 @@ from wycifar.errors import ConfigError
 
 
 def piecewise_linear(
-    optimizer: Optimizer, *, points: Sequence[Sequence[float]], steps_per_epoch: int, total_steps: int
+    optimizer: Optimizer,
+    *,
+    points: Sequence[Sequence[float]],
+    steps_per_epoch: int,
+    total_steps: int,
+    lr_scale: float = 1.0,
 ) -> LRScheduler:
     """LR interpolated linearly through (epoch, lr) points, read at fractional epochs.
 
     The reference's schedule is points [[0, 0.1], [4, 0.5], [18, 0.05], [24, 0]] stepped once per
     epoch; stepped per batch the same points give a smooth ramp. Returned LRs are absolute: the
-    optimizer's own `lr` is ignored.
+    optimizer's own `lr` is ignored; `lr_scale` multiplies every point (one knob for sweeps).
     """
     allowed = "give >= 2 [epoch, lr] pairs, epochs ascending, lrs >= 0"
     if len(points) < 2 or any(len(p) != 2 for p in points):
         raise ConfigError(f"scheduler.points={[list(p) for p in points]!r} is not allowed; {allowed}")
     epochs = [float(e) for e, _ in points]
-    lrs = [float(lr) for _, lr in points]
+    lrs = [float(lr) * lr_scale for _, lr in points]
     if epochs != sorted(epochs) or min(lrs) < 0:
         raise ConfigError(f"scheduler.points={[list(p) for p in points]!r} is not allowed; {allowed}")
     for group in optimizer.param_groups:

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from wycifar.builders import build_callbacks, build_loggers, build_module, build_trainer, resolve_ckpt_path
 from wycifar.cli import run_cli
+from wycifar.errors import WycifarError
 
 log = logging.getLogger("wycifar.train")
 
@@ -29,7 +34,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
     started = time.perf_counter()
     if cfg.get("train", True):
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     metrics["time/fit_s"] = time.perf_counter() - started
 
@@ -43,7 +48,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             best = ckpt_path
         if best and cfg.get("train", True):
             log.info("testing the best checkpoint: %s", best)
-        results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
         metrics.update({k: float(v) for k, v in (results[0] if results else {}).items()})
         if "test/acc" in metrics and trainer.is_global_zero:
             line = f"test accuracy: {100 * metrics['test/acc']:.2f}%"
@@ -53,11 +58,37 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     return metrics, {"trainer": trainer, "module": module, "datamodule": datamodule, "cfg": cfg}
 
 
+def write_job_record(cfg: DictConfig, metrics: dict[str, float], params: int | None, status: str) -> None:
+    """metrics.json in the run folder: what the sweep summary and scripts read."""
+    hydra_cfg = HydraConfig.get()
+    record = {
+        "job": hydra_cfg.job.get("num", 0) if hydra_cfg.mode == RunMode.MULTIRUN else 0,
+        "overrides": list(hydra_cfg.overrides.task),
+        "params": params,
+        "metrics": metrics,
+        "status": status,
+    }
+    folder = Path(cfg.paths.output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = run_cli(lambda: train(cfg)[0])
-    value = metrics.get(cfg.get("optimized_metric") or "", None)
-    return value
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        # One bad job must not end the sweep: record it and go on.
+        try:
+            metrics, objects = train(cfg)
+        except WycifarError as error:
+            log.error("error: %s", error)
+            write_job_record(cfg, {}, None, f"error: {error}")
+            return None
+    else:
+        metrics, objects = run_cli(lambda: train(cfg))
+    params = sum(p.numel() for p in objects["module"].net.parameters())
+    if objects["trainer"].is_global_zero:
+        write_job_record(cfg, metrics, params, "ok")
+    return metrics.get(cfg.get("optimized_metric") or "", None)
 
 
 if __name__ == "__main__":

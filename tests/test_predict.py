@@ -1,0 +1,130 @@
+"""python -m wycifar.predict with a trained checkpoint; safe checkpoint loading."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, TINY, compose_train, make_image_folder
+from PIL import Image
+
+from wycifar.checkpoints import load_module, slim_checkpoint
+from wycifar.errors import ConfigError
+from wycifar.predict import best_shipped_model
+from wycifar.train import train
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("predict")
+    data = make_image_folder(tmp / "data")
+    cfg = compose_train(
+        tmp,
+        [
+            *TINY,
+            f"data.root={data}",
+            "trainer.max_epochs=6",
+            "scheduler=onecycle",
+            "scheduler.max_lr=0.05",
+            "callbacks=model_checkpoint",
+            "logger=none",
+        ],
+    )
+    metrics, objects = train(cfg)
+    trainer = objects["trainer"]
+    ckpt = tmp / "full.ckpt"
+    trainer.save_checkpoint(ckpt)
+    slim = slim_checkpoint(ckpt, tmp / "results" / "tiny" / f"model_8005_{metrics['test/acc']:.4f}.ckpt")
+    return {"slim": slim, "full": ckpt, "data": data, "tmp": tmp, "acc": metrics["test/acc"]}
+
+
+def run_predict(*args, cwd=ROOT):
+    return subprocess.run(
+        [sys.executable, "-m", "wycifar.predict", *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_slim_checkpoint_is_small_and_loads_weights_only(model):
+    assert model["slim"].stat().st_size < model["full"].stat().st_size
+    blob = torch.load(model["slim"], weights_only=True)
+    assert set(blob) <= {
+        "state_dict",
+        "hyper_parameters",
+        "pytorch-lightning_version",
+        "epoch",
+        "global_step",
+        "wycifar",
+    }
+    assert blob["wycifar"]["classes"][3] == "cat"
+    module = load_module(model["slim"])
+    full = load_module(model["full"])
+    for key, value in full.state_dict().items():
+        assert torch.equal(value, module.state_dict()[key])
+
+
+def test_predict_prints_class_and_top3_and_survives_bad_files(model, tmp_path):
+    good = sorted((model["data"] / "test" / "cat").glob("*.png"))[0]
+    big = tmp_path / "big.jpg"
+    Image.open(good).convert("RGB").resize((97, 61)).save(big)
+    gray = tmp_path / "gray.png"
+    Image.fromarray(np.full((40, 40), 128, np.uint8), mode="L").save(gray)
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not an image")
+    result = run_predict(good, bad, big, gray, tmp_path / "missing.png", "--ckpt", model["slim"])
+    assert result.returncode == 1
+    lines = result.stdout.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == [str(good), str(big), str(gray)]
+    for line in lines:
+        assert line.count("%") == 3
+    percents = [float(p.split()[-1].rstrip("%)")) for p in lines[0].split("(", 1)[1].split(",")]
+    assert percents == sorted(percents, reverse=True) and sum(percents) <= 100.05
+    errors = result.stderr.strip().splitlines()
+    assert any(line.startswith("error: cannot read image") and "notes.txt" in line for line in errors)
+    assert any("missing.png: no such file" in line for line in errors)
+    assert "Traceback" not in result.stderr
+
+
+def test_predict_classifies_like_the_model(model):
+    """The CLI's answers agree with the test accuracy the trainer measured on the same images."""
+    files = sorted((model["data"] / "test").glob("*/*.png"))
+    result = run_predict(*files, "--ckpt", model["slim"])
+    assert result.returncode == 0, result.stderr
+    predicted = [line.split(": ")[1].split(" (")[0] for line in result.stdout.strip().splitlines()]
+    truth = [f.parent.name for f in files]
+    accuracy = np.mean([p == t for p, t in zip(predicted, truth)])
+    assert accuracy == pytest.approx(model["acc"], abs=1e-6)
+
+
+def test_default_model_is_the_best_shipped_one(model):
+    results = model["tmp"] / "results"
+    worse = results / "other" / "model_8005_0.0100.ckpt"
+    worse.parent.mkdir(parents=True, exist_ok=True)
+    worse.write_bytes(model["slim"].read_bytes())
+    assert best_shipped_model(results) == model["slim"]
+    with pytest.raises(ConfigError, match="no shipped model"):
+        best_shipped_model(model["tmp"] / "nothing")
+
+
+class Payload:
+    def __reduce__(self):
+        return (Path.touch, (Path(MARKER),))
+
+
+MARKER = "/tmp/wycifar-pwned-marker"
+
+
+def test_checkpoint_cannot_run_code(tmp_path):
+    Path(MARKER).unlink(missing_ok=True)
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": Payload()}, evil)
+    with pytest.raises(ConfigError, match="not a readable wycifar checkpoint"):
+        load_module(evil)
+    assert not Path(MARKER).exists()
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_module(tmp_path / "missing.ckpt")
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes(b"garbage" * 10)
+    with pytest.raises(ConfigError, match="not a readable"):
+        load_module(corrupt)

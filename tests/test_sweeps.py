@@ -1,0 +1,149 @@
+"""Hydra multirun with its summary table, Optuna, the submitit launcher, DDP on 2 CPU processes."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, TINY, compose_train, make_image_folder
+
+from wycifar.train import train
+
+QUICK = [
+    *TINY,
+    "trainer.max_epochs=1",
+    "callbacks.progress_bar.refresh_rate=0",
+    "~callbacks.onnx_export",
+    "~callbacks.gradcam",
+]
+
+
+def run_train(*overrides, timeout=600):
+    return subprocess.run(
+        [sys.executable, "-m", "wycifar.train", *overrides], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def sweep_root(log_dir: Path) -> Path:
+    roots = list(log_dir.glob("train-multirun/*"))
+    assert len(roots) == 1, roots
+    return roots[0]
+
+
+def test_multirun_writes_job_folders_and_a_sorted_summary(tmp_path: Path, tiny_data: Path):
+    result = run_train(
+        "-m",
+        "model.norm=bn,gn,ln",
+        f"data.root={tiny_data}",
+        f"paths.log_dir={tmp_path}",
+        f"paths.cache_dir={tmp_path}/cache",
+        *QUICK,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    root = sweep_root(tmp_path)
+    jobs = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.isdigit())
+    assert jobs == ["0", "1", "2"]
+    for job in jobs:
+        assert (root / job / "checkpoints" / "last.ckpt").is_file()
+        assert (root / job / ".hydra" / "overrides.yaml").is_file()
+    rows = list(csv.DictReader((root / "summary.csv").open()))
+    assert len(rows) == 3
+    assert sorted(r["overrides"].split()[0] for r in rows) == ["model.norm=bn", "model.norm=gn", "model.norm=ln"]
+    best = [float(r["val_acc_best"]) for r in rows]
+    assert best == sorted(best, reverse=True)
+    for row in rows:
+        record = json.loads((root / str(row["job"]) / "metrics.json").read_text())
+        assert float(row["test_acc"]) == pytest.approx(record["metrics"]["test/acc"])
+        assert int(row["params"]) == 8005 and float(row["time_s"]) > 0
+    table = (root / "summary.md").read_text()
+    assert table.count("| ok |") == 3 and "sorted by val/acc_best" in table
+
+
+def test_a_failing_job_does_not_end_the_sweep(tmp_path: Path, tiny_data: Path):
+    result = run_train(
+        "-m",
+        "model.dropout=0.0,1.5",
+        f"data.root={tiny_data}",
+        f"paths.log_dir={tmp_path}",
+        f"paths.cache_dir={tmp_path}/cache",
+        *QUICK,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = list(csv.DictReader((sweep_root(tmp_path) / "summary.csv").open()))
+    status = {r["overrides"].split()[0]: r["status"] for r in rows}
+    assert status["model.dropout=0.0"] == "ok"
+    assert status["model.dropout=1.5"].startswith("error: model.dropout=1.5 is not allowed")
+
+
+def test_optuna_sweep_of_two_trials(tmp_path: Path, tiny_data: Path):
+    result = run_train(
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.sampler.n_startup_trials=2",
+        f"data.root={tiny_data}",
+        f"paths.log_dir={tmp_path}",
+        f"paths.cache_dir={tmp_path}/cache",
+        *QUICK,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    root = sweep_root(tmp_path)
+    optimization = (root / "optimization_results.yaml").read_text()
+    assert "best_value" in optimization and "best_params" in optimization
+    rows = list(csv.DictReader((root / "summary.csv").open()))
+    assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
+    assert any("scheduler.lr_scale=" in r["overrides"] for r in rows)
+
+
+def test_submitit_local_launcher(tmp_path: Path, tiny_data: Path):
+    result = run_train(
+        "-m",
+        "hydra/launcher=local",
+        "model.norm=bn,gn",
+        f"data.root={tiny_data}",
+        f"paths.log_dir={tmp_path}",
+        f"paths.cache_dir={tmp_path}/cache",
+        *QUICK,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    root = sweep_root(tmp_path)
+    assert (root / ".submitit").is_dir()
+    rows = list(csv.DictReader((root / "summary.csv").open()))
+    assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
+
+
+def test_slurm_launcher_config_composes(tmp_path: Path):
+    cfg = compose_train(tmp_path, ["hydra/launcher=slurm", "hydra.launcher.partition=a100"])
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.partition == "a100" and launcher.gpus_per_node == 1 and launcher.tasks_per_node == 1
+    assert launcher.timeout_min > 0 and launcher.mem_gb > 0
+
+
+def test_ddp_sim_trains_and_reports_once(tmp_path: Path):
+    data = make_image_folder(tmp_path / "data", train_per_class=16, test_per_class=6)
+    cfg = compose_train(
+        tmp_path,
+        [
+            *TINY,
+            "trainer=ddp_sim",
+            f"data.root={data}",
+            "trainer.max_epochs=2",
+            "callbacks.progress_bar.refresh_rate=0",
+        ],
+    )
+    metrics, objects = train(cfg)
+    trainer = objects["trainer"]
+    assert trainer.world_size == 2 and "test/acc" in metrics
+    run = tmp_path / "run"
+    assert len(list(run.glob("model_*.onnx"))) == 1
+    assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) >= 1
+    rows = list(csv.DictReader((run / "epochs.csv").open()))
+    assert [r["Epoch"] for r in rows] == ["1", "2"]
+    lines = (run / "confusion_matrix.csv").read_text().splitlines()[1:]
+    assert sum(int(v) for line in lines for v in line.split(",")[1:]) == 60  # each test image once, both ranks
+    assert (
+        sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best-epoch01.ckpt", "last.ckpt"]
+        or len(list((run / "checkpoints").glob("best-*.ckpt"))) == 1
+    )

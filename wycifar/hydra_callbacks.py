@@ -1,0 +1,96 @@
+"""Hydra callbacks: check the output folder before anything runs; summarise a multirun sweep."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+
+def _check_writable(folder: str, key: str) -> None:
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        print(
+            f"error: the output folder {path} ({key}) is not writable: {error.strerror or error}; "
+            "choose another with paths.log_dir=... or hydra.run.dir=...",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.exit(2)
+
+
+class CheckOutputDir(Callback):
+    """Fail with one line, before the run starts, when its folder cannot be written."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _check_writable(str(config.hydra.run.dir), "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _check_writable(str(config.hydra.sweep.dir), "hydra.sweep.dir")
+
+
+class SweepSummary(Callback):
+    """After a multirun, writes summary.md and summary.csv at the sweep's root: one row per job
+    (number, overrides, parameters, best validation accuracy, test accuracy, time), best first by
+    the optimised metric. Each job leaves its figures in metrics.json in its own folder."""
+
+    def __init__(self, filename: str = "summary") -> None:
+        self.filename = filename
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        root = Path(str(config.hydra.sweep.dir))
+        metric = OmegaConf.select(config, "optimized_metric", default="val/acc_best") or "val/acc_best"
+        rows = []
+        for metrics_file in sorted(root.glob("*/metrics.json")):
+            record = json.loads(metrics_file.read_text())
+            rows.append(
+                {
+                    "job": record.get("job", metrics_file.parent.name),
+                    "overrides": " ".join(record.get("overrides", [])),
+                    "params": record.get("params"),
+                    "val_acc_best": record.get("metrics", {}).get("val/acc_best"),
+                    "test_acc": record.get("metrics", {}).get("test/acc"),
+                    "time_s": record.get("metrics", {}).get("time/fit_s"),
+                    "status": record.get("status", "ok"),
+                    "_key": record.get("metrics", {}).get(metric),
+                }
+            )
+        rows.sort(key=lambda r: (r["_key"] is None, -(r["_key"] or 0.0)))
+        columns = ["job", "overrides", "params", "val_acc_best", "test_acc", "time_s", "status"]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        (root / f"{self.filename}.csv").write_text(buffer.getvalue())
+
+        def pct(value: Any) -> str:
+            return f"{100 * value:.2f}%" if isinstance(value, (int, float)) else ""
+
+        def num(value: Any) -> str:
+            return f"{value:,.1f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else ""
+
+        lines = [
+            f"Sweep {root} ({len(rows)} jobs), sorted by {metric}",
+            "",
+            "| job | overrides | params | best val acc | test acc | time (s) | status |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['job']} | `{r['overrides']}` | {num(r['params'])} | {pct(r['val_acc_best'])} | "
+            f"{pct(r['test_acc'])} | {num(r['time_s'])} | {r['status']} |"
+            for r in rows
+        ]
+        (root / f"{self.filename}.md").write_text("\n".join(lines) + "\n")
+        print("\n".join(lines), flush=True)

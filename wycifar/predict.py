@@ -1,0 +1,73 @@
+"""python -m wycifar.predict IMAGE [IMAGE ...]: the class and top-3 probabilities of each image.
+
+Any size or format Pillow reads is resized to the model's input size. A file that cannot be read
+gets one error line and the others are still predicted; the exit status is 1 if any failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import torch
+
+from wycifar.checkpoints import load_module, read_checkpoint
+from wycifar.cli import run_cli
+from wycifar.data.loader import CIFAR10_MEAN, CIFAR10_STD
+from wycifar.data.sources import decode_image
+from wycifar.errors import ConfigError
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+SHIPPED = re.compile(r"model_(\d+)_(\d\.\d+)\.ckpt$")
+
+
+def best_shipped_model(results: Path = RESULTS) -> Path:
+    """The shipped checkpoint with the highest test accuracy in its name (results/*/model_<params>_<acc>.ckpt)."""
+    found = [(float(m.group(2)), p) for p in results.glob("*/model_*.ckpt") if (m := SHIPPED.search(p.name))]
+    if not found:
+        raise ConfigError(f"no shipped model found under {results}; pass --ckpt <file.ckpt>")
+    return max(found)[1]
+
+
+def predict(paths: list[str], ckpt: str | None, top_k: int = 3, out=sys.stdout, err=sys.stderr) -> int:
+    ckpt_path = Path(ckpt) if ckpt else best_shipped_model()
+    module = load_module(ckpt_path).eval()
+    extras = read_checkpoint(ckpt_path).get("wycifar", {})
+    classes = extras.get("classes", CIFAR10_CLASSES)
+    mean = torch.tensor(extras.get("mean", CIFAR10_MEAN)).view(1, -1, 1, 1)
+    std = torch.tensor(extras.get("std", CIFAR10_STD)).view(1, -1, 1, 1)
+    size = module.net.image_size
+    failures = 0
+    for path in paths:
+        try:
+            if not Path(path).is_file():
+                raise ConfigError(f"{path}: no such file")
+            image = torch.from_numpy(decode_image(Path(path), size)).permute(2, 0, 1)[None].float() / 255
+        except ConfigError as error:
+            print(f"error: {error}", file=err, flush=True)
+            failures += 1
+            continue
+        with torch.no_grad():
+            probs = module((image - mean) / std).float().softmax(1)[0]
+        values, indices = probs.topk(min(top_k, len(probs)))
+        ranked = ", ".join(f"{classes[i]} {100 * v:.1f}%" for v, i in zip(values.tolist(), indices.tolist()))
+        print(f"{path}: {classes[indices[0]]} ({ranked})", file=out, flush=True)
+    return 1 if failures else 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m wycifar.predict", description=__doc__.splitlines()[0])
+    parser.add_argument("images", nargs="+", help="image files (any size or format Pillow reads)")
+    parser.add_argument("--ckpt", default=None, help="a wycifar checkpoint (default: the best model under results/)")
+    parser.add_argument("--top-k", type=int, default=3, help="how many classes to list (default 3)")
+    args = parser.parse_args(argv)
+    if args.top_k < 1:
+        parser.error(f"--top-k={args.top_k} is not allowed; it must be >= 1")
+    sys.exit(run_cli(lambda: predict(args.images, args.ckpt, args.top_k)))
+
+
+if __name__ == "__main__":
+    main()

@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
-from wycifar.errors import ConfigError
+from wycifar.errors import ConfigError, WycifarError
 from wycifar.module import WyCifarModule
 
 log = logging.getLogger(__name__)
@@ -22,6 +22,19 @@ log = logging.getLogger(__name__)
 def plain(cfg) -> dict:
     """A resolved plain dict (checkpoints must hold no OmegaConf objects)."""
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg or {})
+
+
+def instantiate_checked(cfg, key: str, **kwargs):
+    """hydra.utils.instantiate, with a wycifar error inside passed on as itself and any other
+    construction error turned into a one-line ConfigError naming the config key."""
+    try:
+        return instantiate(cfg, **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__
+        if isinstance(cause, WycifarError):
+            raise cause from None
+        message = str(cause or error).strip().splitlines()[0]
+        raise ConfigError(f"{key}: {message}") from None
 
 
 def check_optimizer(optimizer_cfg: dict) -> None:
@@ -53,7 +66,7 @@ def build_callbacks(callbacks_cfg: DictConfig | None, *, has_logger: bool) -> li
     for name, cb_cfg in (callbacks_cfg or {}).items():
         if not isinstance(cb_cfg, DictConfig) or "_target_" not in cb_cfg:
             continue
-        callback = instantiate(cb_cfg)
+        callback = instantiate_checked(cb_cfg, f"callbacks.{name}")
         if isinstance(callback, LearningRateMonitor) and not has_logger:
             log.info("callbacks.%s skipped: the LR monitor needs a logger", name)
             continue
@@ -62,7 +75,11 @@ def build_callbacks(callbacks_cfg: DictConfig | None, *, has_logger: bool) -> li
 
 
 def build_loggers(logger_cfg: DictConfig | None) -> list[Logger]:
-    return [instantiate(c) for c in (logger_cfg or {}).values() if isinstance(c, DictConfig) and "_target_" in c]
+    return [
+        instantiate_checked(c, f"logger.{name}")
+        for name, c in (logger_cfg or {}).items()
+        if isinstance(c, DictConfig) and "_target_" in c
+    ]
 
 
 def map_gpus(trainer_cfg: dict) -> dict:
@@ -99,11 +116,7 @@ def build_trainer(trainer_cfg: DictConfig, callbacks: list[Callback], loggers: l
         raise ConfigError(
             f"trainer.accelerator={cfg['accelerator']} asks for a GPU, but this machine has none; use trainer.accelerator=cpu"
         )
-    try:
-        return instantiate(cfg, callbacks=callbacks, logger=loggers or False, _convert_="all")
-    except InstantiationException as error:
-        cause = error.__cause__ or error
-        raise ConfigError(f"trainer: {str(cause).strip().splitlines()[0]}") from None
+    return instantiate_checked(cfg, "trainer", callbacks=callbacks, logger=loggers or False, _convert_="all")
 
 
 def resolve_ckpt_path(ckpt_path: str | None, log_dir: str | Path) -> str | None:

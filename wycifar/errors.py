@@ -17,3 +17,9 @@ class DivergenceError(WycifarError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
     exit_code = 3
+
+
+class InterruptedRun(WycifarError):
+    """Ctrl-C or SIGTERM: a resumable checkpoint was written; the message says how to resume."""
+
+    exit_code = 130

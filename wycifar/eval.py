@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from wycifar.builders import build_callbacks, build_loggers, build_trainer, resolve_ckpt_path
+from wycifar.builders import build_callbacks, build_loggers, build_trainer, instantiate_checked, resolve_ckpt_path
 from wycifar.checkpoints import load_module
 from wycifar.cli import run_cli
 
@@ -20,7 +20,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.log_dir)
     module = load_module(ckpt_path)
-    datamodule = hydra.utils.instantiate(cfg.data, channels_last=module.hparams.get("channels_last", False))
+    datamodule = instantiate_checked(cfg.data, "data", channels_last=module.hparams.get("channels_last", False))
     loggers = build_loggers(cfg.get("logger"))
     trainer = build_trainer(cfg.trainer, build_callbacks(cfg.get("callbacks"), has_logger=bool(loggers)), loggers)
     log.info("evaluating %s", ckpt_path)

@@ -13,28 +13,46 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from wycifar.builders import build_callbacks, build_loggers, build_module, build_trainer, resolve_ckpt_path
+from wycifar.builders import (
+    build_callbacks,
+    build_loggers,
+    build_module,
+    build_trainer,
+    instantiate_checked,
+    resolve_ckpt_path,
+)
+from wycifar.callbacks.graceful_stop import GracefulStop
+from wycifar.callbacks.graceful_stop import message as stop_message
 from wycifar.cli import run_cli
-from wycifar.errors import WycifarError
+from wycifar.errors import InterruptedRun, WycifarError
 
 log = logging.getLogger("wycifar.train")
 
 
-def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
+def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[str, float], dict[str, Any]]:
     """Fit, then test with the best checkpoint. Returns (metrics, objects)."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = hydra.utils.instantiate(cfg.data)
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    datamodule = instantiate_checked(cfg.data, "data")
     module = build_module(cfg)
     loggers = build_loggers(cfg.get("logger"))
-    callbacks = build_callbacks(cfg.get("callbacks"), has_logger=bool(loggers))
+    callbacks = build_callbacks(cfg.get("callbacks"), has_logger=bool(loggers)) + list(extra_callbacks or [])
     trainer = build_trainer(cfg.trainer, callbacks, loggers)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.log_dir)
 
     started = time.perf_counter()
     if cfg.get("train", True):
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        except SIGTERMException:
+            stop = next((c for c in callbacks if isinstance(c, GracefulStop)), None)
+            batch = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+            path = stop.path if stop else "the last checkpoint"
+            raise InterruptedRun(stop_message("SIGTERM", trainer.current_epoch, batch, path)) from None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     metrics["time/fit_s"] = time.perf_counter() - started
 

@@ -1,0 +1,157 @@
+"""Bad input, interruptions, divergence, reproducibility: each case as a user meets it."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import ROOT, TINY, compose_train
+from lightning.pytorch.callbacks import Callback
+
+from wycifar.errors import DivergenceError, InterruptedRun
+from wycifar.train import train
+
+
+def cli(*args, module="wycifar.train"):
+    return subprocess.run(
+        [sys.executable, "-m", module, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+
+
+def assert_one_line_error(result, fragment: str, code: int = 2):
+    assert result.returncode == code, (result.returncode, result.stderr[-1500:])
+    assert "Traceback" not in result.stderr, result.stderr[-1500:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and fragment in last, last
+
+
+@pytest.mark.parametrize(
+    "override,fragment",
+    [
+        ("model.norm=xyz", "model.norm='xyz' is not allowed; choose one of: bn, gn, ln"),
+        ("model.conv=depthwise_seperable", "model.conv='depthwise_seperable' is not allowed"),
+        ("data.source=imagenet", "data.source='imagenet' is not allowed"),
+        ("data.batch_size=0", "data.batch_size=0 is not allowed"),
+        ("trainer.max_epochs=-3", "trainer.max_epochs=-3 is not allowed"),
+        ("optimizer.lr=-0.1", "optimizer.lr=-0.1 is not allowed"),
+        ("model.dropout=1.0", "model.dropout=1.0 is not allowed"),
+        ("data.batch_size=abc", "data.batch_size='abc' is not allowed"),
+        ("trainer.precision=17", "trainer:"),
+    ],
+)
+def test_config_errors_are_one_line_before_training(tmp_path, tiny_data, override, fragment):
+    result = cli(override, f"data.root={tiny_data}", f"paths.log_dir={tmp_path}", "trainer.accelerator=cpu")
+    assert_one_line_error(result, fragment)
+    assert not list(tmp_path.glob("**/*.ckpt"))
+
+
+def test_unknown_group_option_names_the_choices(tmp_path):
+    result = cli("model=xyz", f"paths.log_dir={tmp_path}")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "Could not find 'model/xyz'" in result.stderr and "dws_dilated" in result.stderr
+
+
+def test_missing_data_root_says_where_it_looked(tmp_path):
+    result = cli(
+        f"data.root={tmp_path}/nowhere", "data.source=folder", f"paths.log_dir={tmp_path}", "trainer.accelerator=cpu"
+    )
+    assert_one_line_error(result, f"{tmp_path}/nowhere")
+    offline = cli(
+        f"data.root={tmp_path}/empty", "data.download=false", f"paths.log_dir={tmp_path}", "trainer.accelerator=cpu"
+    )
+    assert_one_line_error(offline, "CIFAR-10 not found under")
+
+
+def test_unwritable_output_folder_fails_before_anything(tmp_path, tiny_data):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    result = cli(f"hydra.run.dir={blocker}/run", f"data.root={tiny_data}")
+    assert_one_line_error(result, "is not writable")
+
+
+def test_divergence_stops_keeps_last_good_checkpoint(tmp_path, tiny_data):
+    cfg = compose_train(
+        tmp_path,
+        [
+            *TINY,
+            f"data.root={tiny_data}",
+            "trainer.max_epochs=3",
+            "scheduler.points=[[0,0.05],[0.5,0.05],[1,1e6],[3,1e6]]",
+        ],
+    )
+    with pytest.raises(DivergenceError, match="training diverged: loss is (nan|inf)"):
+        train(cfg)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=True)
+    assert state["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
+    result = cli(
+        "scheduler=none",
+        "optimizer.lr=1e4",
+        f"data.root={tiny_data}",
+        f"paths.log_dir={tmp_path}/cli",
+        "trainer.accelerator=cpu",
+        "model.base_width=8",
+    )
+    assert_one_line_error(result, "training diverged", code=3)
+
+
+class SignalAt(Callback):
+    def __init__(self, signum, epoch, batch):
+        self.signum, self.epoch, self.batch = signum, epoch, batch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            os.kill(os.getpid(), self.signum)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_interrupt_leaves_resumable_checkpoint_and_resume_matches(tmp_path, tiny_data, signum):
+    overrides = [
+        *TINY,
+        f"data.root={tiny_data}",
+        "trainer.max_epochs=2",
+        "test=false",
+        "logger=none",
+        "data.augment.crop_padding=4",
+        "scheduler.interval=step",
+    ]
+    straight_cfg = compose_train(tmp_path / "straight", overrides)
+    straight, _ = train(straight_cfg)
+
+    cfg = compose_train(tmp_path / "cut", overrides)
+    with pytest.raises(InterruptedRun, match=f"stopped by {signal.Signals(signum).name} at epoch 2, batch 3"):
+        train(cfg, extra_callbacks=[SignalAt(signum, epoch=1, batch=2)])
+    last = tmp_path / "cut" / "run" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 5 + 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+    resumed_cfg = compose_train(tmp_path / "cut", [*overrides, "ckpt_path=last"])
+    train(resumed_cfg)
+    a = torch.load(tmp_path / "straight" / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(last, weights_only=True)
+    assert a["global_step"] == b["global_step"] == 10
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+
+
+def test_same_seed_twice_gives_identical_metrics(tmp_path, tiny_data):
+    runs = []
+    for name in ("one", "two"):
+        cfg = compose_train(
+            tmp_path / name,
+            [
+                *TINY,
+                f"data.root={tiny_data}",
+                "trainer.max_epochs=2",
+                "logger=none",
+                "data.augment.crop_padding=4",
+                "data.augment.cutout_p=0.5",
+                "seed=7",
+            ],
+        )
+        metrics, _ = train(cfg)
+        runs.append({k: v for k, v in metrics.items() if not k.startswith("time/")})
+    assert runs[0] == runs[1]

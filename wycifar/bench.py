@@ -1,0 +1,235 @@
+"""python -m wycifar.bench [overrides]: how fast, measured three ways in one process.
+
+(a) the data pipeline alone: cached uint8 images -> augmented, normalised batches on the device;
+(b) a bare PyTorch training loop (forward, loss, backward, SGD step) on ready batches: the floor;
+(c) the project's real Lightning fit, with the default callbacks, for the same number of batches.
+
+Prints images/s for each, the ratios (c)/(b) and (a)/(b), peak memory, an estimate of a full epoch
+(50,000 training images plus 10,000 test images), and ends with one JSON line. Same model, batch
+size and data for all three; every train config knob applies (model=..., trainer.precision=...,
+module.channels_last=..., module.compile=..., data.batch_size=..., threads=...).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import resource
+import sys
+import time
+
+import hydra
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
+from omegaconf import DictConfig, open_dict
+
+from wycifar.builders import build_callbacks, build_loggers, build_module, build_trainer, instantiate_checked
+from wycifar.cli import run_cli
+from wycifar.data.cifar10 import CIFAR10DataModule
+from wycifar.data.sources import Split
+
+log = logging.getLogger("wycifar.bench")
+CLASSES = [f"class{i}" for i in range(10)]
+
+
+def synthetic_split(count: int, image_size: int, seed: int) -> Split:
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (count, 3, image_size, image_size), dtype=torch.uint8, generator=generator)
+    return Split(images, torch.randint(0, 10, (count,), generator=generator), CLASSES)
+
+
+class SyntheticCIFAR(CIFAR10DataModule):
+    """CIFAR-shaped random uint8 data (50,000 train, 10,000 test): the speed of real data, no files."""
+
+    def __init__(self, train_size: int = 50_000, test_size: int = 10_000, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.train_size, self.test_size = train_size, test_size
+
+    def prepare_splits(self) -> None:
+        if self.test_data is None:
+            self.train_data = synthetic_split(self.train_size, self.image_size, 0)
+            self.test_data = self.val_data = synthetic_split(self.test_size, self.image_size, 1)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def autocast(device: torch.device, precision: str):
+    dtype = torch.bfloat16 if "bf16" in str(precision) else torch.float16 if str(precision).startswith("16") else None
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def bench_data(loader, batches: int, warmup: int, device: torch.device) -> float:
+    iterator = iter(loader)
+    for _ in range(warmup):
+        next(iterator)
+    sync(device)
+    start = time.perf_counter()
+    seen = 0
+    for _ in range(batches):
+        x, _ = next(iterator)
+        seen += len(x)
+    sync(device)
+    return seen / (time.perf_counter() - start)
+
+
+def bench_bare_loop(module, batch_list, warmup: int, device: torch.device, precision: str) -> float:
+    net = module.net.to(device).train()
+    model = torch.compile(net) if module.hparams.compile else net
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    seen, start = 0, 0.0
+    for step, (x, y) in enumerate(batch_list):
+        if step == warmup:
+            sync(device)
+            start, seen = time.perf_counter(), 0
+        with autocast(device, precision):
+            loss = F.cross_entropy(model(x).float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        seen += len(y)
+    sync(device)
+    return seen / (time.perf_counter() - start)
+
+
+class StepTimer(Callback):
+    """Times the fit's steps from batch `warmup` on (per-step callbacks and logging included), and
+    apart from them the epoch-end work (the report callbacks), which a real epoch pays once per
+    391 steps rather than once per `batches`. Kept last in the callback list."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.start, self.images = warmup, 0.0, 0
+        self.steps_s, self.epoch_end_s, self._last_batch_end = 0.0, 0.0, 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == self.warmup:
+            sync(pl_module.device)
+            self.start = time.perf_counter()
+        if batch_idx >= self.warmup:
+            self.images += len(batch[1])
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        sync(pl_module.device)
+        self._last_batch_end = time.perf_counter()
+        self.steps_s = self._last_batch_end - self.start
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.epoch_end_s = time.perf_counter() - self._last_batch_end
+
+    def full_epoch_rate(self, batch_size: int, train_images: int = 50_000) -> float:
+        """Images/s over a whole epoch of `train_images`: the measured step rate plus one epoch end."""
+        steps = -(-train_images // batch_size)
+        per_step = self.steps_s / max(1, self.images / batch_size)
+        return train_images / (steps * per_step + self.epoch_end_s)
+
+
+def bench_eval(module, loader, device: torch.device, precision: str, batches: int) -> float:
+    net = module.net.to(device).eval()
+    model = torch.compile(net) if module.hparams.compile else net
+    seen, start = 0, 0.0
+    with torch.inference_mode(), autocast(device, precision):
+        for index, (x, _) in enumerate(loader):
+            if index == 1:
+                sync(device)
+                start, seen = time.perf_counter(), 0
+            model(x)
+            seen += len(x)
+            if index >= batches:
+                break
+    sync(device)
+    return seen / (time.perf_counter() - start)
+
+
+def run_bench(cfg: DictConfig) -> dict:
+    bench = cfg.bench
+    L.seed_everything(cfg.seed, verbose=False)
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    data_kwargs = {k: v for k, v in cfg.data.items() if k != "_target_"}
+    datamodule = SyntheticCIFAR(**data_kwargs) if bench.synthetic else instantiate_checked(cfg.data, "data")
+    module = build_module(cfg)
+    precision = str(cfg.trainer.precision)
+
+    # (c) the real fit first: it decides the device (trainer.accelerator) for all three.
+    timer = StepTimer(bench.warmup)
+    loggers = build_loggers(cfg.get("logger"))
+    callbacks = build_callbacks(cfg.get("callbacks"), has_logger=bool(loggers)) + [timer]
+    with open_dict(cfg):
+        cfg.trainer.max_epochs = 1
+        cfg.trainer.limit_train_batches = bench.warmup + bench.batches
+        cfg.trainer.limit_val_batches = 0
+        cfg.trainer.enable_checkpointing = any(type(c).__name__ == "ModelCheckpoint" for c in callbacks)
+    trainer = build_trainer(cfg.trainer, callbacks, loggers)
+    trainer.fit(module, datamodule=datamodule)
+    device = trainer.strategy.root_device
+    fit_rate = timer.full_epoch_rate(datamodule.batch_size)
+    fit_memory = peak_memory_mb(device)
+
+    # (a) and (b) on the same device, data and batch size.
+    loader = datamodule._loader(datamodule.train_data, train=True)
+    data_rate = bench_data(loader, bench.batches, bench.warmup, device)
+    batch_list = [b for _, b in zip(range(bench.warmup + bench.batches), iter(loader))]
+    bare_rate = bench_bare_loop(module, batch_list, bench.warmup, device, precision)
+    eval_rate = bench_eval(
+        module, datamodule._loader(datamodule.test_data, train=False), device, precision, bench.eval_batches
+    )
+    epoch_s = 50_000 / fit_rate + 10_000 / eval_rate
+    return {
+        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "batch_size": datamodule.batch_size,
+        "precision": precision,
+        "channels_last": bool(module.hparams.channels_last),
+        "compile": bool(module.hparams.compile),
+        "batches": bench.batches,
+        "data_img_s": round(data_rate, 1),
+        "bare_img_s": round(bare_rate, 1),
+        "fit_img_s": round(fit_rate, 1),
+        "eval_img_s": round(eval_rate, 1),
+        "epoch_end_callbacks_s": round(timer.epoch_end_s, 3),
+        "fit_over_bare": round(fit_rate / bare_rate, 3),
+        "data_over_bare": round(data_rate / bare_rate, 2),
+        "epoch_s_estimate": round(epoch_s, 1),
+        "peak_memory_mb": round(max(fit_memory, peak_memory_mb(device)), 1),
+    }
+
+
+def report(result: dict) -> str:
+    lines = [
+        f"device {result['device']}, {result['threads']} threads, batch {result['batch_size']}, "
+        f"precision {result['precision']}, channels_last {result['channels_last']}, compile {result['compile']}",
+        f"(a) data pipeline        {result['data_img_s']:>10,.0f} img/s",
+        f"(b) bare PyTorch loop    {result['bare_img_s']:>10,.0f} img/s",
+        f"(c) Lightning fit        {result['fit_img_s']:>10,.0f} img/s   (default callbacks and logger; "
+        f"epoch-end reports {result['epoch_end_callbacks_s']:.2f} s once per epoch)",
+        f"    evaluation           {result['eval_img_s']:>10,.0f} img/s",
+        f"(c)/(b) = {result['fit_over_bare']:.3f}   (target >= 0.95)",
+        f"(a)/(b) = {result['data_over_bare']:.1f}    (target >= 10)",
+        f"estimated epoch (50,000 train + 10,000 test): {result['epoch_s_estimate']:.1f} s",
+        f"peak memory: {result['peak_memory_mb']:,.0f} MB",
+    ]
+    return "\n".join(lines)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="bench")
+def main(cfg: DictConfig) -> None:
+    result = run_cli(lambda: run_bench(cfg))
+    print(report(result), flush=True)
+    print(json.dumps(result), flush=True)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -52,19 +52,23 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         root = Path(str(config.hydra.sweep.dir))
         metric = OmegaConf.select(config, "optimized_metric", default="val/acc_best") or "val/acc_best"
+        records = [(f.parent.name, json.loads(f.read_text())) for f in sorted(root.glob("*/metrics.json"))]
+        # Overrides every job shares go in the title; the table shows what the jobs vary.
+        override_lists = [record.get("overrides", []) for _, record in records]
+        common = [o for o in override_lists[0] if all(o in other for other in override_lists)] if records else []
         rows = []
-        for metrics_file in sorted(root.glob("*/metrics.json")):
-            record = json.loads(metrics_file.read_text())
+        for folder, record in records:
+            metrics = record.get("metrics", {})
             rows.append(
                 {
-                    "job": record.get("job", metrics_file.parent.name),
-                    "overrides": " ".join(record.get("overrides", [])),
+                    "job": record.get("job", folder),
+                    "overrides": " ".join(o for o in record.get("overrides", []) if o not in common),
                     "params": record.get("params"),
-                    "val_acc_best": record.get("metrics", {}).get("val/acc_best"),
-                    "test_acc": record.get("metrics", {}).get("test/acc"),
-                    "time_s": record.get("metrics", {}).get("time/fit_s"),
+                    "val_acc_best": metrics.get("val/acc_best"),
+                    "test_acc": metrics.get("test/acc"),
+                    "time_s": metrics.get("time/fit_s"),
                     "status": record.get("status", "ok"),
-                    "_key": record.get("metrics", {}).get(metric),
+                    "_key": metrics.get(metric),
                 }
             )
         rows.sort(key=lambda r: (r["_key"] is None, -(r["_key"] or 0.0)))
@@ -83,6 +87,7 @@ class SweepSummary(Callback):
 
         lines = [
             f"Sweep {root} ({len(rows)} jobs), sorted by {metric}",
+            f"Common to all jobs: `{' '.join(common)}`" if common else "",
             "",
             "| job | overrides | params | best val acc | test acc | time (s) | status |",
             "|---|---|---|---|---|---|---|",

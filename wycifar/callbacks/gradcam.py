@@ -10,6 +10,7 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.image import show_cam_on_image
 
 from wycifar.callbacks.common import class_names, denormalize, image_grid, run_dir, save_figure, should_draw
+from wycifar.data.loader import normalize_uint8
 
 
 def fixed_test_images(datamodule, count: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -24,9 +25,7 @@ def fixed_test_images(datamodule, count: int) -> tuple[torch.Tensor, torch.Tenso
             if round_ < len(hits):
                 chosen.append(int(hits[round_]))
     index = torch.tensor(chosen, dtype=torch.long)
-    mean = torch.tensor(datamodule.mean).view(1, -1, 1, 1) * 255
-    std = torch.tensor(datamodule.std).view(1, -1, 1, 1) * 255
-    return (split.images[index].float() - mean) / std, split.labels[index]
+    return normalize_uint8(split.images[index], datamodule.mean, datamodule.std), split.labels[index]
 
 
 def gradcam_maps(net: torch.nn.Module, layer: torch.nn.Module, x: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:

@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from wycifar.callbacks.common import run_dir, tensorboard
+from wycifar.data.loader import normalize_uint8
 
 log = logging.getLogger("wycifar.onnx")
 
@@ -151,9 +152,7 @@ class OnnxExport(Callback):
         datamodule = trainer.datamodule
         if datamodule is None or getattr(datamodule, "test_data", None) is None:
             return torch.randn(self.check_images, net.in_channels, net.image_size, net.image_size)
-        mean = torch.tensor(datamodule.mean).view(1, -1, 1, 1) * 255
-        std = torch.tensor(datamodule.std).view(1, -1, 1, 1) * 255
-        return (datamodule.test_data.images[: self.check_images].float() - mean) / std
+        return normalize_uint8(datamodule.test_data.images[: self.check_images], datamodule.mean, datamodule.std)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero or trainer.fast_dev_run:

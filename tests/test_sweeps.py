@@ -147,3 +147,31 @@ def test_ddp_sim_trains_and_reports_once(tmp_path: Path):
         sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best-epoch01.ckpt", "last.ckpt"]
         or len(list((run / "checkpoints").glob("best-*.ckpt"))) == 1
     )
+
+
+def test_ship_copies_a_run_into_results(tmp_path: Path, tiny_data: Path):
+    result = run_train(
+        f"data.root={tiny_data}",
+        f"hydra.run.dir={tmp_path}/run",
+        f"paths.cache_dir={tmp_path}/cache",
+        *[o for o in QUICK if o not in ("~callbacks.onnx_export", "~callbacks.gradcam")],
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    ship = subprocess.run(
+        [sys.executable, "-m", "wycifar.ship", str(tmp_path / "run"), str(tmp_path / "results" / "tiny")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ship.returncode == 0, ship.stderr[-2000:]
+    shipped = tmp_path / "results" / "tiny"
+    record = json.loads((shipped / "metrics.json").read_text())
+    ckpt = shipped / f"model_8005_{record['metrics']['test/acc']:.4f}.ckpt"
+    assert ckpt.is_file() and ckpt.stat().st_size < 200_000
+    for name in ["epochs.md", "curves.png", "gradcam.png", "misclassified.png", "confusion_matrix.png", "report.md"]:
+        assert (shipped / name).is_file(), name
+    assert len(list(shipped.glob("model_*.onnx.svg"))) == 1
+    from wycifar.predict import best_shipped_model
+
+    assert best_shipped_model(tmp_path / "results") == ckpt

@@ -27,6 +27,7 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, open_dict
 
 from wycifar.builders import build_callbacks, build_loggers, build_module, build_trainer, instantiate_checked
+from wycifar.callbacks.gradcam import GradCAMReport
 from wycifar.cli import run_cli
 from wycifar.data.cifar10 import CIFAR10DataModule
 from wycifar.data.sources import Split
@@ -151,6 +152,16 @@ def bench_eval(module, loader, device: torch.device, precision: str, batches: in
     return seen / (time.perf_counter() - start)
 
 
+def time_gradcam(trainer, module, callbacks) -> float | None:
+    """One GradCAM figure (drawn every few epochs during a fit), timed on its own."""
+    gradcam = next((c for c in callbacks if isinstance(c, GradCAMReport)), None)
+    if gradcam is None:
+        return None
+    start = time.perf_counter()
+    gradcam.draw(trainer, module)
+    return time.perf_counter() - start
+
+
 def run_bench(cfg: DictConfig) -> dict:
     bench = cfg.bench
     L.seed_everything(cfg.seed, verbose=False)
@@ -174,6 +185,7 @@ def run_bench(cfg: DictConfig) -> dict:
     trainer.fit(module, datamodule=datamodule)
     device = trainer.strategy.root_device
     fit_rate = timer.full_epoch_rate(datamodule.batch_size)
+    gradcam_s = time_gradcam(trainer, module, callbacks)
     fit_memory = peak_memory_mb(device)
 
     # (a) and (b) on the same device, data and batch size.
@@ -199,6 +211,7 @@ def run_bench(cfg: DictConfig) -> dict:
         "fit_img_s": round(fit_rate, 1),
         "eval_img_s": round(eval_rate, 1),
         "epoch_end_callbacks_s": round(timer.epoch_end_s, 3),
+        "gradcam_figure_s": None if gradcam_s is None else round(gradcam_s, 3),
         "fit_over_bare": round(fit_rate / bare_rate, 3),
         "data_over_bare": round(data_rate / bare_rate, 2),
         "epoch_s_estimate": round(epoch_s, 1),
@@ -215,6 +228,7 @@ def report(result: dict) -> str:
         f"(c) Lightning fit        {result['fit_img_s']:>10,.0f} img/s   (default callbacks and logger; "
         f"epoch-end reports {result['epoch_end_callbacks_s']:.2f} s once per epoch)",
         f"    evaluation           {result['eval_img_s']:>10,.0f} img/s",
+        f"    one GradCAM figure   {result['gradcam_figure_s'] or 0:>10.2f} s",
         f"(c)/(b) = {result['fit_over_bare']:.3f}   (target >= 0.95)",
         f"(a)/(b) = {result['data_over_bare']:.1f}    (target >= 10)",
         f"estimated epoch (50,000 train + 10,000 test): {result['epoch_s_estimate']:.1f} s",

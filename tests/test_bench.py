@@ -1,0 +1,41 @@
+"""python -m wycifar.bench prints the three rates, their ratios and one JSON line (no timing asserts)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+
+def test_bench_prints_measured_ratios(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "wycifar.bench",
+            "bench.batches=3",
+            "bench.warmup=1",
+            "bench.eval_batches=2",
+            "data.batch_size=16",
+            "data.eval_batch_size=64",
+            "model.base_width=8",
+            "trainer.accelerator=cpu",
+            f"hydra.run.dir={tmp_path}",
+            "callbacks.progress_bar.refresh_rate=0",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    figures = json.loads(lines[-1])
+    for key in ["data_img_s", "bare_img_s", "fit_img_s", "eval_img_s", "peak_memory_mb", "epoch_s_estimate"]:
+        assert figures[key] > 0, key
+    assert figures["fit_over_bare"] == pytest.approx(figures["fit_img_s"] / figures["bare_img_s"], rel=1e-2)
+    assert figures["data_over_bare"] == pytest.approx(figures["data_img_s"] / figures["bare_img_s"], rel=1e-2)
+    assert figures["batch_size"] == 16 and figures["gradcam_figure_s"] > 0
+    text = "\n".join(lines)
+    assert "(c)/(b) =" in text and "(a)/(b) =" in text and "peak memory" in text

@@ -17,6 +17,15 @@ log = logging.getLogger("wycifar.epochs")
 COLUMNS = ["Epoch", "LR", "Time", "TrainLoss", "TrainAcc", "ValLoss", "ValAcc"]
 
 
+def emit(text: str) -> None:
+    """To the log (terminal and the run's train.log) where Hydra set logging up; printed in a
+    process where nobody did (the workers that ddp_spawn starts)."""
+    if logging.getLogger().handlers:
+        log.info(text)
+    else:
+        print(text, flush=True)
+
+
 def format_time(seconds: float) -> str:
     return f"{int(seconds // 60):02d}m {int(seconds % 60):02d}s"
 
@@ -83,7 +92,7 @@ class EpochTable(Callback):
         if not trainer.is_global_zero:
             return
         self.header = hyperparameter_header(trainer, pl_module)
-        log.info("\n%s\n%s\n%s\n%s", self.header, self.rule(), self.title(), self.rule())
+        emit(f"\n{self.header}\n{self.rule()}\n{self.title()}\n{self.rule()}")
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch_start = time.perf_counter()
@@ -107,12 +116,12 @@ class EpochTable(Callback):
             "ValAcc": value("val/acc", 100),
         }
         self.rows.append(row)
-        log.info(self.format_row(row))
+        emit(self.format_row(row))
         self.write(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero and self.rows:
-            log.info(self.rule())
+            emit(self.rule())
 
     def markdown(self) -> str:
         lines = [self.title(), "|" + "|".join("-" * (len(c) + 2) for c in self.title().split("|")[1:-1]) + "|"]

@@ -8,7 +8,7 @@ hyperparameters (model_<params>_<test acc>.ckpt, what `wycifar.predict` looks fo
 from __future__ import annotations
 
 import argparse
-import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -17,6 +17,7 @@ from wycifar.checkpoints import slim_checkpoint
 from wycifar.cli import run_cli
 from wycifar.errors import ConfigError
 
+ONNX_NAME = re.compile(r"model_(?P<params>\d+)_(?P<acc>\d\.\d+)\.onnx$")
 FILES = [
     "epochs.md",
     "epochs.csv",
@@ -32,21 +33,21 @@ FILES = [
 
 
 def ship(run_dir: Path, dest: Path) -> list[Path]:
-    if not (run_dir / "metrics.json").is_file():
-        raise ConfigError(f"{run_dir} holds no metrics.json: not a finished wycifar.train run")
-    record = json.loads((run_dir / "metrics.json").read_text())
     best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
     onnx = sorted(run_dir.glob("model_*.onnx"))
-    if not best or not onnx:
-        raise ConfigError(f"{run_dir} has no best checkpoint or ONNX model")
+    named = ONNX_NAME.match(onnx[-1].name) if onnx else None
+    if not best or named is None:
+        raise ConfigError(
+            f"{run_dir} has no best checkpoint or model_<params>_<acc>.onnx: not a finished wycifar.train run"
+        )
     dest.mkdir(parents=True, exist_ok=True)
     written = []
     for name in FILES + [onnx[-1].name, onnx[-1].name + ".svg"]:
         if (run_dir / name).is_file():
             shutil.copy2(run_dir / name, dest / name)
             written.append(dest / name)
-    acc = record["metrics"]["test/acc"]
-    written.append(slim_checkpoint(best[-1], dest / f"model_{record['params']}_{acc:.4f}.ckpt"))
+    # the same name as the run's ONNX model: parameters and test accuracy of these weights
+    written.append(slim_checkpoint(best[-1], dest / f"model_{named['params']}_{named['acc']}.ckpt"))
     return written
 
 

@@ -1,0 +1,140 @@
+"""Where CIFAR-10 comes from: an image-folder tree or torchvision's download, decoded once to uint8.
+
+Both sources give the same thing: `Split(images uint8 [N, 3, H, W], labels int64 [N], classes)`.
+Decoding 60,000 PNGs takes a while on 2 cores, so the decoded tensors are cached in a file keyed
+by the source's file list; later runs load that file in well under a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from wycifar.errors import ConfigError
+
+SOURCES = ("auto", "folder", "torchvision")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+CACHE_FORMAT = 1
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # uint8 [N, 3, H, W]
+    labels: torch.Tensor  # int64 [N]
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def is_image_folder(root: Path) -> bool:
+    return (root / "train").is_dir() and (root / "test").is_dir()
+
+
+def resolve_source(root: Path, source: str) -> str:
+    if source not in SOURCES:
+        raise ConfigError(f"data.source={source!r} is not allowed; choose one of: {', '.join(SOURCES)}")
+    if source != "auto":
+        return source
+    return "folder" if is_image_folder(root) else "torchvision"
+
+
+def _list_folder_split(split_dir: Path) -> tuple[list[Path], list[int], list[str]]:
+    if not split_dir.is_dir():
+        raise ConfigError(f"data split folder {split_dir} does not exist; expected <root>/train/<class>/*.png and <root>/test/<class>/*.png")
+    classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
+    if not classes:
+        raise ConfigError(f"{split_dir} holds no class folders; expected {split_dir}/<class>/*.png")
+    files, labels = [], []
+    for index, name in enumerate(classes):
+        found = sorted(f for f in (split_dir / name).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            raise ConfigError(f"class folder {split_dir / name} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        files += found
+        labels += [index] * len(found)
+    return files, labels, classes
+
+
+def decode_image(path: Path, image_size: int) -> np.ndarray:
+    """RGB uint8 HWC. Grayscale, palette and RGBA images are converted to RGB (alpha dropped);
+    images of another size are resized with bilinear filtering. Unreadable files raise ConfigError."""
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            if image.size != (image_size, image_size):
+                image = image.resize((image_size, image_size), Image.BILINEAR)
+            return np.asarray(image, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise ConfigError(f"cannot read image {path}: {error}") from None
+
+
+def _decode_all(files: list[Path], image_size: int) -> torch.Tensor:
+    with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
+        arrays = list(pool.map(lambda f: decode_image(f, image_size), files, chunksize=256))
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def _fingerprint(files: list[Path], image_size: int) -> str:
+    digest = hashlib.sha1(f"{CACHE_FORMAT}:{image_size}".encode())
+    for f in files:
+        stat = f.stat()
+        digest.update(f"{f}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_folder_split(root: Path, split: str, image_size: int, cache_dir: Path | None) -> Split:
+    files, labels, classes = _list_folder_split(root / split)
+    cache_file = None
+    if cache_dir is not None:
+        cache_file = Path(cache_dir) / f"{split}-{_fingerprint(files, image_size)}.pt"
+        if cache_file.exists():
+            cached = torch.load(cache_file, weights_only=True)
+            return Split(cached["images"], cached["labels"], list(cached["classes"]))
+    data = Split(_decode_all(files, image_size), torch.tensor(labels, dtype=torch.int64), classes)
+    if cache_file is not None:
+        _atomic_torch_save({"images": data.images, "labels": data.labels, "classes": data.classes}, cache_file)
+    return data
+
+
+def load_torchvision_split(root: Path, split: str, download: bool) -> Split:
+    from torchvision.datasets import CIFAR10
+
+    try:
+        dataset = CIFAR10(str(root), train=(split == "train"), download=download)
+    except RuntimeError as error:  # torchvision's "Dataset not found or corrupted"
+        raise ConfigError(
+            f"CIFAR-10 not found under {root} ({error}); set data.root to a folder holding "
+            "cifar-10-batches-py or train/<class>/ and test/<class>/ image folders, or allow data.download=true on a networked machine"
+        ) from None
+    except OSError as error:  # no network
+        raise ConfigError(
+            f"could not download CIFAR-10 into {root}: {error}; this machine seems offline. "
+            "Point data.root at a local copy (train/<class>/*.png, test/<class>/*.png)"
+        ) from None
+    images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()
+    return Split(images, torch.tensor(dataset.targets, dtype=torch.int64), list(dataset.classes))
+
+
+def load_split(root: str | Path, split: str, *, source: str = "auto", image_size: int = 32,
+               cache_dir: str | Path | None = None, download: bool = True) -> Split:
+    root = Path(root).expanduser()
+    kind = resolve_source(root, source)
+    if kind == "folder":
+        if not root.exists():
+            raise ConfigError(f"data.root={str(root)!r} does not exist; it must hold train/<class>/ and test/<class>/ image folders")
+        return load_folder_split(root, split, image_size, Path(cache_dir).expanduser() if cache_dir else None)
+    return load_torchvision_split(root, split, download)

@@ -122,11 +122,12 @@ def test_interrupt_leaves_resumable_checkpoint_and_resume_matches(tmp_path, tiny
     straight, _ = train(straight_cfg)
 
     cfg = compose_train(tmp_path / "cut", overrides)
+    sigint_before = signal.getsignal(signal.SIGINT)
     with pytest.raises(InterruptedRun, match=f"stopped by {signal.Signals(signum).name} at epoch 2, batch 3"):
         train(cfg, extra_callbacks=[SignalAt(signum, epoch=1, batch=2)])
     last = tmp_path / "cut" / "run" / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == 5 + 3
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is sigint_before  # Ctrl-C handling is given back
 
     resumed_cfg = compose_train(tmp_path / "cut", [*overrides, "ckpt_path=last"])
     train(resumed_cfg)

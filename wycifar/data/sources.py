@@ -70,7 +70,7 @@ def decode_image(path: Path, image_size: int) -> np.ndarray:
             image = image.convert("RGB")
             if image.size != (image_size, image_size):
                 image = image.resize((image_size, image_size), Image.BILINEAR)
-            return np.asarray(image, dtype=np.uint8)
+            return np.array(image, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ConfigError(f"cannot read image {path}: {error}") from None
 

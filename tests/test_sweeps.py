@@ -32,23 +32,23 @@ def sweep_root(log_dir: Path) -> Path:
     return roots[0]
 
 
-def test_multirun_writes_job_folders_and_a_sorted_summary(tmp_path: Path, tiny_data: Path):
+def run_sweep(log_dir: Path, data: Path, *overrides: str) -> tuple[Path, list[dict]]:
+    """A sweep on the tiny data into log_dir: its root folder and the rows of its summary.csv."""
     result = run_train(
-        "-m",
-        "model.norm=bn,gn,ln",
-        f"data.root={tiny_data}",
-        f"paths.log_dir={tmp_path}",
-        f"paths.cache_dir={tmp_path}/cache",
-        *QUICK,
+        *overrides, f"data.root={data}", f"paths.log_dir={log_dir}", f"paths.cache_dir={log_dir}/cache", *QUICK
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    root = sweep_root(tmp_path)
+    root = sweep_root(log_dir)
+    return root, list(csv.DictReader((root / "summary.csv").open()))
+
+
+def test_multirun_writes_job_folders_and_a_sorted_summary(tmp_path: Path, tiny_data: Path):
+    root, rows = run_sweep(tmp_path, tiny_data, "-m", "model.norm=bn,gn,ln")
     jobs = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.isdigit())
     assert jobs == ["0", "1", "2"]
     for job in jobs:
         assert (root / job / "checkpoints" / "last.ckpt").is_file()
         assert (root / job / ".hydra" / "overrides.yaml").is_file()
-    rows = list(csv.DictReader((root / "summary.csv").open()))
     assert len(rows) == 3
     assert sorted(r["overrides"].split()[0] for r in rows) == ["model.norm=bn", "model.norm=gn", "model.norm=ln"]
     best = [float(r["val_acc_best"]) for r in rows]
@@ -62,54 +62,29 @@ def test_multirun_writes_job_folders_and_a_sorted_summary(tmp_path: Path, tiny_d
 
 
 def test_a_failing_job_does_not_end_the_sweep(tmp_path: Path, tiny_data: Path):
-    result = run_train(
-        "-m",
-        "model.dropout=0.0,1.5",
-        f"data.root={tiny_data}",
-        f"paths.log_dir={tmp_path}",
-        f"paths.cache_dir={tmp_path}/cache",
-        *QUICK,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    rows = list(csv.DictReader((sweep_root(tmp_path) / "summary.csv").open()))
+    _, rows = run_sweep(tmp_path, tiny_data, "-m", "model.dropout=0.0,1.5")
     status = {r["overrides"].split()[0]: r["status"] for r in rows}
     assert status["model.dropout=0.0"] == "ok"
     assert status["model.dropout=1.5"].startswith("error: model.dropout=1.5 is not allowed")
 
 
 def test_optuna_sweep_of_two_trials(tmp_path: Path, tiny_data: Path):
-    result = run_train(
+    root, rows = run_sweep(
+        tmp_path,
+        tiny_data,
         "hparams_search=optuna",
         "hydra.sweeper.n_trials=2",
         "hydra.sweeper.sampler.n_startup_trials=2",
-        f"data.root={tiny_data}",
-        f"paths.log_dir={tmp_path}",
-        f"paths.cache_dir={tmp_path}/cache",
-        *QUICK,
     )
-    assert result.returncode == 0, result.stderr[-2000:]
-    root = sweep_root(tmp_path)
     optimization = (root / "optimization_results.yaml").read_text()
     assert "best_value" in optimization and "best_params" in optimization
-    rows = list(csv.DictReader((root / "summary.csv").open()))
     assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
     assert any("scheduler.lr_scale=" in r["overrides"] for r in rows)
 
 
 def test_submitit_local_launcher(tmp_path: Path, tiny_data: Path):
-    result = run_train(
-        "-m",
-        "hydra/launcher=local",
-        "model.norm=bn,gn",
-        f"data.root={tiny_data}",
-        f"paths.log_dir={tmp_path}",
-        f"paths.cache_dir={tmp_path}/cache",
-        *QUICK,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    root = sweep_root(tmp_path)
+    root, rows = run_sweep(tmp_path, tiny_data, "-m", "hydra/launcher=local", "model.norm=bn,gn")
     assert (root / ".submitit").is_dir()
-    rows = list(csv.DictReader((root / "summary.csv").open()))
     assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
 
 

@@ -26,8 +26,6 @@ def test_tiny_fit_loss_falls_and_writes_run_folder(tmp_path: Path, tiny_data: Pa
         ],
     )
     metrics, objects = train(cfg)
-    losses = objects["module"].epoch_losses if hasattr(objects["module"], "epoch_losses") else None
-    assert losses is None or losses[-1] < losses[0]
     assert metrics["train/loss"] < 2.0, metrics  # started near ln(10) = 2.30
     assert metrics["test/acc"] > 0.5, metrics
     run = tmp_path / "run"

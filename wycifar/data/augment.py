@@ -15,7 +15,9 @@ import torch.nn.functional as F
 
 
 def _rand(n: int, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.rand(n, device=generator.device if generator is not None else x.device, generator=generator).to(x.device)
+    return torch.rand(n, device=generator.device if generator is not None else x.device, generator=generator).to(
+        x.device
+    )
 
 
 def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -40,7 +42,9 @@ def random_flip(x: torch.Tensor, p: float, generator: torch.Generator | None = N
     return torch.where(flip, x.flip(3), x)
 
 
-def cutout(x: torch.Tensor, p: float, min_size: int, max_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def cutout(
+    x: torch.Tensor, p: float, min_size: int, max_size: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Zero one square hole of side in [min_size, max_size] per image, with probability p.
     The hole's centre is anywhere in the image; it is clipped at the borders."""
     if p <= 0 or max_size <= 0:
@@ -57,8 +61,9 @@ def cutout(x: torch.Tensor, p: float, min_size: int, max_size: int, generator: t
     return x.masked_fill(hole[:, None], 0.0)
 
 
-def shift_scale_rotate(x: torch.Tensor, p: float, shift: float, scale: float, rotate_deg: float,
-                       generator: torch.Generator | None = None) -> torch.Tensor:
+def shift_scale_rotate(
+    x: torch.Tensor, p: float, shift: float, scale: float, rotate_deg: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """The albumentations ShiftScaleRotate family, batched: per image, with probability p, shift
     by up to `shift` of the size, scale by 1 +- `scale`, rotate by +- `rotate_deg`; zero fill."""
     if p <= 0:

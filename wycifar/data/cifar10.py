@@ -37,7 +37,11 @@ class CIFAR10DataModule(L.LightningDataModule):
         std: tuple[float, ...] = CIFAR10_STD,
     ) -> None:
         super().__init__()
-        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("image_size", image_size)):
+        for key, value in (
+            ("batch_size", batch_size),
+            ("eval_batch_size", eval_batch_size),
+            ("image_size", image_size),
+        ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"data.{key}={value!r} is not allowed; it must be a whole number >= 1")
         if not isinstance(val_size, int) or val_size < 0:
@@ -45,7 +49,9 @@ class CIFAR10DataModule(L.LightningDataModule):
         try:
             self.augment = AugmentConfig(**(augment or {}))
         except TypeError as error:
-            raise ConfigError(f"data.augment: {error}; allowed keys: {', '.join(AugmentConfig.__dataclass_fields__)}") from None
+            raise ConfigError(
+                f"data.augment: {error}; allowed keys: {', '.join(AugmentConfig.__dataclass_fields__)}"
+            ) from None
         self.root, self.source, self.download = root, source, download
         self.cache_dir = cache_dir
         self.batch_size, self.eval_batch_size, self.val_size = batch_size, eval_batch_size, val_size
@@ -69,9 +75,13 @@ class CIFAR10DataModule(L.LightningDataModule):
         train = load_split(Path(self.root), "train", **kwargs)
         self.test_data = load_split(Path(self.root), "test", **kwargs)
         if train.classes != self.test_data.classes:
-            raise ConfigError(f"train classes {train.classes} differ from test classes {self.test_data.classes} under {self.root}")
+            raise ConfigError(
+                f"train classes {train.classes} differ from test classes {self.test_data.classes} under {self.root}"
+            )
         if self.val_size >= len(train):
-            raise ConfigError(f"data.val_size={self.val_size} is not allowed; it must be below the {len(train)} training images")
+            raise ConfigError(
+                f"data.val_size={self.val_size} is not allowed; it must be below the {len(train)} training images"
+            )
         if self.val_size:
             order = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.seed))
             val_idx, train_idx = order[: self.val_size], order[self.val_size :]

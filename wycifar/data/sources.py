@@ -48,7 +48,9 @@ def resolve_source(root: Path, source: str) -> str:
 
 def _list_folder_split(split_dir: Path) -> tuple[list[Path], list[int], list[str]]:
     if not split_dir.is_dir():
-        raise ConfigError(f"data split folder {split_dir} does not exist; expected <root>/train/<class>/*.png and <root>/test/<class>/*.png")
+        raise ConfigError(
+            f"data split folder {split_dir} does not exist; expected <root>/train/<class>/*.png and <root>/test/<class>/*.png"
+        )
     classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
     if not classes:
         raise ConfigError(f"{split_dir} holds no class folders; expected {split_dir}/<class>/*.png")
@@ -129,12 +131,21 @@ def load_torchvision_split(root: Path, split: str, download: bool) -> Split:
     return Split(images, torch.tensor(dataset.targets, dtype=torch.int64), list(dataset.classes))
 
 
-def load_split(root: str | Path, split: str, *, source: str = "auto", image_size: int = 32,
-               cache_dir: str | Path | None = None, download: bool = True) -> Split:
+def load_split(
+    root: str | Path,
+    split: str,
+    *,
+    source: str = "auto",
+    image_size: int = 32,
+    cache_dir: str | Path | None = None,
+    download: bool = True,
+) -> Split:
     root = Path(root).expanduser()
     kind = resolve_source(root, source)
     if kind == "folder":
         if not root.exists():
-            raise ConfigError(f"data.root={str(root)!r} does not exist; it must hold train/<class>/ and test/<class>/ image folders")
+            raise ConfigError(
+                f"data.root={str(root)!r} does not exist; it must hold train/<class>/ and test/<class>/ image folders"
+            )
         return load_folder_split(root, split, image_size, Path(cache_dir).expanduser() if cache_dir else None)
     return load_torchvision_split(root, split, download)

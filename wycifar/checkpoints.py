@@ -12,6 +12,11 @@ from wycifar.errors import ConfigError
 from wycifar.module import WyCifarModule
 
 
+def first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> WyCifarModule:
     """A WyCifarModule from a wycifar checkpoint, unpickling tensors and plain data only."""
     path = Path(path)
@@ -22,7 +27,7 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> W
     try:
         return WyCifarModule.load_from_checkpoint(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, KeyError, TypeError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first = first_line(error)
         raise ConfigError(f"ckpt_path={str(path)!r} is not a readable wycifar checkpoint ({first[:200]})") from None
 
 
@@ -37,7 +42,7 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first = first_line(error)
         raise ConfigError(f"checkpoint {str(path)!r} is not readable ({first[:200]})") from None
 
 

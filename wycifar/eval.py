@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 from wycifar.builders import build_callbacks, build_loggers, build_trainer, instantiate_checked, resolve_ckpt_path
 from wycifar.checkpoints import load_module
 from wycifar.cli import run_cli
+from wycifar.train import accuracy_line
 
 log = logging.getLogger("wycifar.eval")
 
@@ -27,10 +28,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict]:
     results = trainer.test(module, datamodule=datamodule, verbose=False)
     metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
     if trainer.is_global_zero and "test/acc" in metrics:
-        line = f"test accuracy: {100 * metrics['test/acc']:.2f}%"
-        if "test/acc_tta" in metrics:
-            line += f" (with flip TTA: {100 * metrics['test/acc_tta']:.2f}%)"
-        log.info(line)
+        log.info(accuracy_line(metrics))
     return metrics, {"trainer": trainer, "module": module, "datamodule": datamodule}
 
 

@@ -32,6 +32,13 @@ from wycifar.errors import InterruptedRun, WycifarError
 log = logging.getLogger("wycifar.train")
 
 
+def accuracy_line(metrics: dict[str, float]) -> str:
+    line = f"test accuracy: {100 * metrics['test/acc']:.2f}%"
+    if "test/acc_tta" in metrics:
+        line += f" (with flip TTA: {100 * metrics['test/acc_tta']:.2f}%)"
+    return line
+
+
 def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[str, float], dict[str, Any]]:
     """Fit, then test with the best checkpoint. Returns (metrics, objects)."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -69,10 +76,7 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[st
         results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
         metrics.update({k: float(v) for k, v in (results[0] if results else {}).items()})
         if "test/acc" in metrics and trainer.is_global_zero:
-            line = f"test accuracy: {100 * metrics['test/acc']:.2f}%"
-            if "test/acc_tta" in metrics:
-                line += f" (with flip TTA: {100 * metrics['test/acc_tta']:.2f}%)"
-            log.info(line)
+            log.info(accuracy_line(metrics))
     return metrics, {"trainer": trainer, "module": module, "datamodule": datamodule, "cfg": cfg}
 
 

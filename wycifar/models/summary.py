@@ -89,7 +89,6 @@ def _on_main_path(qualified_name: str) -> bool:
 def summarize(model: nn.Module, input_shape: tuple[int, int, int] = (3, 32, 32)) -> Summary:
     """Run one forward pass of a (1, *input_shape) zero tensor and record the table."""
     summary = Summary()
-    counters: dict[str, int] = {}
     names = {module: name for name, module in model.named_modules()}
     geometry = {"rf": 1, "jump": 1}
     hooks = []
@@ -97,7 +96,6 @@ def summarize(model: nn.Module, input_shape: tuple[int, int, int] = (3, 32, 32))
     def hook(module: nn.Module, _inputs, output) -> None:
         kind = type(module).__name__
         index = len(summary.rows) + 1
-        counters[kind] = counters.get(kind, 0) + 1
         params = sum(p.numel() for p in module.parameters(recurse=False))
         summary.rows.append(LayerRow(f"{kind}-{index}", (-1, *output.shape[1:]), params))
         if isinstance(module, nn.Conv2d) and _on_main_path(names[module]):

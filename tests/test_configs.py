@@ -29,7 +29,7 @@ def test_option_composes(tmp_path: Path, group: str, option: str):
     if group in ("model", "experiment"):
         module = build_module(cfg)
         params = sum(p.numel() for p in module.net.parameters())
-        if option in ("dws_dilated", "dws_strided", "seed"):
+        if option in ("dws_dilated", "dws_strided", "seed", "seed_readme"):
             assert params == 95_653
     if group == "data":
         assert instantiate(cfg.data).batch_size == cfg.data.batch_size
@@ -58,9 +58,19 @@ def test_knob_overrides_reach_the_network(tmp_path: Path, norm: str, conv: str):
     assert net.blocks[1].units[0].conv1.layers[0].stride == (2, 2)
 
 
-def test_seed_experiment_is_the_reference_recipe(tmp_path: Path):
-    cfg = compose_train(tmp_path, ["experiment=seed"])
+def test_seed_readme_experiment_is_the_reference_readme_recipe(tmp_path: Path):
+    cfg = compose_train(tmp_path, ["experiment=seed_readme"])
     assert cfg.trainer.max_epochs == 24 and cfg.data.batch_size == 128
     assert cfg.optimizer.momentum == 0.9 and cfg.optimizer.weight_decay == pytest.approx(9.765625e-07)
     assert cfg.module.l1_lambda == pytest.approx(1e-7) and cfg.model.dropout == pytest.approx(0.01)
     assert [list(p) for p in cfg.scheduler.points] == [[0, 0.1], [4, 0.5], [18, 0.05], [24, 0.0]]
+    assert cfg.scheduler.momentum_points is None and cfg.data.augment.ssr_border == "zeros"
+
+
+def test_seed_experiment_is_the_reference_code_recipe(tmp_path: Path):
+    cfg = compose_train(tmp_path, ["experiment=seed"])
+    assert cfg.trainer.max_epochs == 24 and cfg.data.batch_size == 128 and cfg.scheduler.interval == "epoch"
+    assert cfg.optimizer.nesterov and cfg.optimizer.weight_decay == pytest.approx(9.765625e-07)
+    assert [list(p) for p in cfg.scheduler.momentum_points] == [[0, 0.95], [4, 0.85], [24, 0.95]]
+    assert cfg.module.l1_lambda == 0 and cfg.model.dropout == 0
+    assert cfg.data.augment.ssr_border == "reflection" and cfg.data.augment.crop_padding == 0

@@ -85,6 +85,16 @@ def test_flip_and_cutout_and_ssr():
     assert moved.shape == x.shape and not torch.allclose(moved, x)
 
 
+def test_ssr_border_mirrors_instead_of_filling():
+    ones = torch.ones(16, 3, 32, 32)
+    zero_filled = shift_scale_rotate(ones, 1.0, 0.15, 0.15, 10, torch.Generator().manual_seed(4))
+    mirrored = shift_scale_rotate(ones, 1.0, 0.15, 0.15, 10, torch.Generator().manual_seed(4), border="reflection")
+    assert zero_filled.min() < 0.5  # the mean colour crept in at the borders
+    assert torch.allclose(mirrored, ones, atol=1e-5)  # a mirrored constant image stays constant
+    with pytest.raises(ConfigError, match="data.augment.ssr_border='wrap' is not allowed; choose one of: zeros"):
+        AugmentConfig(ssr_border="wrap")
+
+
 def test_augment_is_reproducible_and_validated():
     cfg = AugmentConfig(crop_padding=4, flip_p=0.5, cutout_p=0.5, ssr_p=0.3)
     a = augment_batch(batch(), cfg, torch.Generator().manual_seed(3))

@@ -43,7 +43,8 @@ def hyperparameter_header(trainer: L.Trainer, pl_module: L.LightningModule) -> s
         f"nesterov {optimizer.get('nesterov')})",
         f"Schedule: {str(scheduler.get('_target_', 'constant')).rsplit('.', 1)[-1]} per {scheduler.get('interval', '-')}"
         + (f", points {scheduler['points']}" if "points" in scheduler else "")
-        + (f", max lr {scheduler['max_lr']}" if "max_lr" in scheduler else ""),
+        + (f", max lr {scheduler['max_lr']}" if "max_lr" in scheduler else "")
+        + (f", momentum points {scheduler['momentum_points']}" if scheduler.get("momentum_points") else ""),
         f"Batch Size: {getattr(datamodule, 'batch_size', '?')}",
         f"Dropout Ratio: {dict(hp.get('net', {})).get('dropout')}",
         f"Weight Decay: {optimizer.get('weight_decay')}"

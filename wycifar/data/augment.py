@@ -62,10 +62,19 @@ def cutout(
 
 
 def shift_scale_rotate(
-    x: torch.Tensor, p: float, shift: float, scale: float, rotate_deg: float, generator: torch.Generator | None = None
+    x: torch.Tensor,
+    p: float,
+    shift: float,
+    scale: float,
+    rotate_deg: float,
+    generator: torch.Generator | None = None,
+    border: str = "zeros",
 ) -> torch.Tensor:
     """The albumentations ShiftScaleRotate family, batched: per image, with probability p, shift
-    by up to `shift` of the size, scale by 1 +- `scale`, rotate by +- `rotate_deg`; zero fill."""
+    by up to `shift` of the size, scale by 1 +- `scale`, rotate by +- `rotate_deg`. `border` is
+    grid_sample's padding mode: "zeros" fills with the mean colour, "reflection" mirrors the image
+    (albumentations' default, BORDER_REFLECT_101, mirrors about the edge pixel; torch about the
+    edge itself: one pixel apart)."""
     if p <= 0:
         return x
     n = x.shape[0]
@@ -80,7 +89,10 @@ def shift_scale_rotate(
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     theta = torch.stack([torch.stack([cos, -sin, -tx], 1), torch.stack([sin, cos, -ty], 1)], 1).to(x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode=border, align_corners=False)
+
+
+SSR_BORDERS = ("zeros", "reflection", "border")
 
 
 @dataclass
@@ -96,6 +108,7 @@ class AugmentConfig:
     ssr_shift: float = 0.15
     ssr_scale: float = 0.15
     ssr_rotate: float = 10.0
+    ssr_border: str = "zeros"
 
     def __post_init__(self) -> None:
         from wycifar.errors import ConfigError
@@ -104,13 +117,17 @@ class AugmentConfig:
             value = getattr(self, key)
             if not 0 <= value <= 1:
                 raise ConfigError(f"data.augment.{key}={value!r} is not allowed; it must be a probability in [0, 1]")
+        if self.ssr_border not in SSR_BORDERS:
+            raise ConfigError(
+                f"data.augment.ssr_border={self.ssr_border!r} is not allowed; choose one of: {', '.join(SSR_BORDERS)}"
+            )
         for key in ("crop_padding", "cutout_min", "cutout_max"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"data.augment.{key}={getattr(self, key)!r} is not allowed; it must be >= 0")
 
 
 def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
-    x = shift_scale_rotate(x, cfg.ssr_p, cfg.ssr_shift, cfg.ssr_scale, cfg.ssr_rotate, generator)
+    x = shift_scale_rotate(x, cfg.ssr_p, cfg.ssr_shift, cfg.ssr_scale, cfg.ssr_rotate, generator, cfg.ssr_border)
     x = random_crop(x, cfg.crop_padding, generator)
     x = random_flip(x, cfg.flip_p, generator)
     return cutout(x, cfg.cutout_p, cfg.cutout_min, cfg.cutout_max, generator)

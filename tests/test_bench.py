@@ -39,3 +39,37 @@ def test_bench_prints_measured_ratios(tmp_path):
     assert figures["batch_size"] == 16 and figures["gradcam_figure_s"] > 0
     text = "\n".join(lines)
     assert "(c)/(b) =" in text and "(a)/(b) =" in text and "peak memory" in text
+
+
+def test_bench_times_whole_epochs_on_request(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "wycifar.bench",
+            "bench.batches=2",
+            "bench.warmup=1",
+            "bench.eval_batches=1",
+            "bench.epochs=2",
+            "bench.train_images=160",
+            "bench.test_images=64",
+            "data.batch_size=16",
+            "data.eval_batch_size=32",
+            "model.base_width=8",
+            "trainer.accelerator=cpu",
+            f"hydra.run.dir={tmp_path}",
+            "callbacks.progress_bar.refresh_rate=0",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(figures["epoch_s_measured"]) == 2 and min(figures["epoch_s_measured"]) > 0
+    assert figures["epoch_images"] == [160, 64]
+    assert "measured epochs (real fit, 160 train + 64 validation images each)" in result.stdout
+    # The run folder holds the epoch table the measured fit wrote: 2 epochs of 10 batches each.
+    rows = (tmp_path / "epochs.csv").read_text().strip().splitlines()
+    assert len(rows) == 3, rows

@@ -74,3 +74,14 @@ def test_seed_experiment_is_the_reference_code_recipe(tmp_path: Path):
     assert [list(p) for p in cfg.scheduler.momentum_points] == [[0, 0.95], [4, 0.85], [24, 0.95]]
     assert cfg.module.l1_lambda == 0 and cfg.model.dropout == 0
     assert cfg.data.augment.ssr_border == "reflection" and cfg.data.augment.crop_padding == 0
+
+
+def test_default_precision_is_bf16_only_where_native(tmp_path: Path, monkeypatch):
+    import wycifar.precision
+
+    cfg = compose_train(tmp_path, ["trainer.accelerator=cpu"])
+    native = wycifar.precision.cpu_has_native_bf16()
+    assert cfg.trainer.precision == ("bf16-mixed" if native else "32-true")
+    monkeypatch.setattr(wycifar.precision, "cpu_has_native_bf16", lambda: False)
+    assert compose_train(tmp_path, ["trainer.accelerator=cpu"]).trainer.precision == "32-true"
+    assert compose_train(tmp_path, ["trainer.precision=32-true"]).trainer.precision == "32-true"

@@ -131,3 +131,25 @@ def test_strided_skip_equals_a_strided_1x1_conv():
     x = torch.randn(2, 8, 32, 32)
     expected = torch.nn.functional.conv2d(x, skip.layers[0].weight, stride=2)
     assert torch.allclose(skip(x), expected, atol=1e-6)
+
+
+def test_dilated_depthwise_convs_run_in_fp32_under_cpu_autocast():
+    torch.manual_seed(0)
+    net = WyCifarNet(dropout=0.0).eval()
+    dilated = [m for m in net.modules() if getattr(m, "fp32_under_cpu_autocast", False)]
+    assert len(dilated) == 2  # the two downsampling convs of model=dws_dilated
+    seen = {}
+    hooks = [
+        m.layers[0].register_forward_hook(lambda mod, i, o, k=k: seen.__setitem__(k, o.dtype))
+        for k, m in enumerate(dilated)
+    ]
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        low = net(x)
+    for hook in hooks:
+        hook.remove()
+    assert seen == {0: torch.float32, 1: torch.float32} and low.dtype == torch.bfloat16
+    with torch.no_grad():
+        assert torch.allclose(low.float(), net(x), atol=0.1)  # bf16 elsewhere: close, not equal
+    # Undilated and strided networks have no fp32 islands.
+    assert not any(getattr(m, "fp32_under_cpu_autocast", False) for m in WyCifarNet(downsample="strided").modules())

@@ -18,6 +18,7 @@ from lightning.pytorch.callbacks import Callback
 
 from wycifar.callbacks.common import run_dir, tensorboard
 from wycifar.data.loader import normalize_uint8
+from wycifar.errors import DivergenceError
 
 log = logging.getLogger("wycifar.onnx")
 
@@ -59,6 +60,11 @@ def check_onnx(net: torch.nn.Module, path: Path, x: torch.Tensor, atol: float = 
             expected = net(x.to(next(net.parameters()).device)).float().cpu().numpy()
     finally:
         net.train(was_training)
+    if not np.isfinite(expected).all():
+        raise DivergenceError(
+            "training diverged: the trained network's outputs are not finite (nan/inf) in fp32, its weights "
+            "blew up; lower the learning rate"
+        )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(None, {"image": x.float().cpu().contiguous().numpy()})[0]
     error = float(np.abs(got - expected).max())

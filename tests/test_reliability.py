@@ -39,6 +39,12 @@ def assert_one_line_error(result, fragment: str, code: int = 2):
         ("model.dropout=1.0", "model.dropout=1.0 is not allowed"),
         ("data.batch_size=abc", "data.batch_size='abc' is not allowed"),
         ("trainer.precision=17", "trainer:"),
+        ("module.compile_mode=fastest", "module.compile_mode='fastest' is not allowed; choose one of: default"),
+        ("data.augment.ssr_border=wrap", "data.augment.ssr_border='wrap' is not allowed"),
+        (
+            "scheduler.momentum_points=[[0,0.9],[4,1.5]]",
+            "scheduler.momentum_points=[[0, 0.9], [4, 1.5]] is not allowed",
+        ),
     ],
 )
 def test_config_errors_are_one_line_before_training(tmp_path, tiny_data, override, fragment):

@@ -87,7 +87,7 @@ def bench_data(loader, batches: int, warmup: int, device: torch.device) -> float
 
 def bench_bare_loop(module, batch_list, warmup: int, device: torch.device, precision: str) -> float:
     net = module.net.to(device).train()
-    model = torch.compile(net) if module.hparams.compile else net
+    model = module.compiled(net) if module.hparams.compile else net
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
     seen, start = 0, 0.0
     for step, (x, y) in enumerate(batch_list):
@@ -170,7 +170,7 @@ def measure_epochs(cfg: DictConfig, datamodule: CIFAR10DataModule, epochs: int) 
 
 def bench_eval(module, loader, device: torch.device, precision: str, batches: int) -> float:
     net = module.net.to(device).eval()
-    model = torch.compile(net) if module.hparams.compile else net
+    model = module.compiled(net) if module.hparams.compile else net
     seen, start = 0, 0.0
     with torch.inference_mode(), autocast(device, precision):
         for index, (x, _) in enumerate(loader):
@@ -239,7 +239,7 @@ def run_bench(cfg: DictConfig) -> dict:
         "batch_size": datamodule.batch_size,
         "precision": precision,
         "channels_last": bool(module.hparams.channels_last),
-        "compile": bool(module.hparams.compile),
+        "compile": module.hparams.compile_mode if module.hparams.compile else False,
         "batches": bench.batches,
         "data_img_s": round(data_rate, 1),
         "bare_img_s": round(bare_rate, 1),

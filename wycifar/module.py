@@ -15,6 +15,8 @@ from wycifar.errors import ConfigError, DivergenceError
 from wycifar.models import WyCifarNet
 
 INTERVALS = ("epoch", "step")
+# torch.compile's modes; reduce-overhead replays CUDA graphs on a GPU.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 class WyCifarModule(L.LightningModule):
@@ -32,6 +34,7 @@ class WyCifarModule(L.LightningModule):
         tta_flip: bool = False,
         channels_last: bool = False,
         compile: bool = False,
+        compile_mode: str = "default",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -39,6 +42,10 @@ class WyCifarModule(L.LightningModule):
             raise ConfigError(f"module.label_smoothing={label_smoothing!r} is not allowed; it must be in [0, 1)")
         if l1_lambda < 0:
             raise ConfigError(f"module.l1_lambda={l1_lambda!r} is not allowed; it must be >= 0")
+        if compile_mode not in COMPILE_MODES:
+            raise ConfigError(
+                f"module.compile_mode={compile_mode!r} is not allowed; choose one of: {', '.join(COMPILE_MODES)}"
+            )
         if scheduler and scheduler.get("interval", "epoch") not in INTERVALS:
             raise ConfigError(
                 f"scheduler.interval={scheduler['interval']!r} is not allowed; choose one of: {', '.join(INTERVALS)}"
@@ -62,8 +69,11 @@ class WyCifarModule(L.LightningModule):
         if not self.hparams.compile:
             return self.net(x)
         if "net" not in self._compiled:
-            self._compiled["net"] = torch.compile(self.net)
+            self._compiled["net"] = self.compiled(self.net)
         return self._compiled["net"](x)
+
+    def compiled(self, net: torch.nn.Module) -> torch.nn.Module:
+        return torch.compile(net, mode=self.hparams.compile_mode)
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float(), y, label_smoothing=self.hparams.label_smoothing)

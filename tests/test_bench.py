@@ -73,3 +73,5 @@ def test_bench_times_whole_epochs_on_request(tmp_path):
     # The run folder holds the epoch table the measured fit wrote: 2 epochs of 10 batches each.
     rows = (tmp_path / "epochs.csv").read_text().strip().splitlines()
     assert len(rows) == 3, rows
+    # Whole epochs validate too (the timed (c) batches skip validation): no nan validation columns.
+    assert all("nan" not in row for row in rows[1:]), rows

@@ -162,7 +162,8 @@ def measure_epochs(cfg: DictConfig, datamodule: CIFAR10DataModule, epochs: int) 
     timer = EpochTimer()
     loggers = build_loggers(cfg.get("logger"))
     callbacks = build_callbacks(cfg.get("callbacks"), has_logger=bool(loggers)) + [timer]
-    trainer_cfg = OmegaConf.merge(cfg.trainer, {"max_epochs": epochs, "num_sanity_val_steps": 0})
+    whole = {"limit_train_batches": None, "limit_val_batches": None, "enable_checkpointing": True}
+    trainer_cfg = OmegaConf.merge(cfg.trainer, {"max_epochs": epochs, "num_sanity_val_steps": 0, **whole})
     trainer = build_trainer(trainer_cfg, callbacks, loggers)
     trainer.fit(build_module(cfg), datamodule=datamodule)
     return timer.epoch_s

@@ -8,21 +8,19 @@ import pytest
 from conftest import ROOT
 
 
-def test_bench_prints_measured_ratios(tmp_path):
+def bench(tmp_path, *overrides):
+    """python -m wycifar.bench on a tiny CPU setting, its run folder in tmp_path; stdout lines and the JSON figures."""
     result = subprocess.run(
         [
             sys.executable,
             "-m",
             "wycifar.bench",
-            "bench.batches=3",
-            "bench.warmup=1",
-            "bench.eval_batches=2",
             "data.batch_size=16",
-            "data.eval_batch_size=64",
             "model.base_width=8",
             "trainer.accelerator=cpu",
             f"hydra.run.dir={tmp_path}",
             "callbacks.progress_bar.refresh_rate=0",
+            *overrides,
         ],
         cwd=ROOT,
         capture_output=True,
@@ -31,7 +29,13 @@ def test_bench_prints_measured_ratios(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.strip().splitlines()
-    figures = json.loads(lines[-1])
+    return lines, json.loads(lines[-1])
+
+
+def test_bench_prints_measured_ratios(tmp_path):
+    lines, figures = bench(
+        tmp_path, "bench.batches=3", "bench.warmup=1", "bench.eval_batches=2", "data.eval_batch_size=64"
+    )
     for key in ["data_img_s", "bare_img_s", "fit_img_s", "eval_img_s", "peak_memory_mb", "epoch_s_estimate"]:
         assert figures[key] > 0, key
     assert figures["fit_over_bare"] == pytest.approx(figures["fit_img_s"] / figures["bare_img_s"], rel=1e-2)
@@ -42,34 +46,19 @@ def test_bench_prints_measured_ratios(tmp_path):
 
 
 def test_bench_times_whole_epochs_on_request(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "wycifar.bench",
-            "bench.batches=2",
-            "bench.warmup=1",
-            "bench.eval_batches=1",
-            "bench.epochs=2",
-            "bench.train_images=160",
-            "bench.test_images=64",
-            "data.batch_size=16",
-            "data.eval_batch_size=32",
-            "model.base_width=8",
-            "trainer.accelerator=cpu",
-            f"hydra.run.dir={tmp_path}",
-            "callbacks.progress_bar.refresh_rate=0",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    lines, figures = bench(
+        tmp_path,
+        "bench.batches=2",
+        "bench.warmup=1",
+        "bench.eval_batches=1",
+        "bench.epochs=2",
+        "bench.train_images=160",
+        "bench.test_images=64",
+        "data.eval_batch_size=32",
     )
-    assert result.returncode == 0, result.stderr[-2000:]
-    figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert len(figures["epoch_s_measured"]) == 2 and min(figures["epoch_s_measured"]) > 0
     assert figures["epoch_images"] == [160, 64]
-    assert "measured epochs (real fit, 160 train + 64 validation images each)" in result.stdout
+    assert "measured epochs (real fit, 160 train + 64 validation images each)" in "\n".join(lines)
     # The run folder holds the epoch table the measured fit wrote: 2 epochs of 10 batches each.
     rows = (tmp_path / "epochs.csv").read_text().strip().splitlines()
     assert len(rows) == 3, rows

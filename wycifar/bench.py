@@ -24,7 +24,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from wycifar.builders import build_callbacks, build_loggers, build_module, build_trainer, instantiate_checked
 from wycifar.callbacks.gradcam import GradCAMReport
@@ -156,16 +156,26 @@ class EpochTimer(Callback):
         return [b - a for a, b in zip(bounds, bounds[1:])]
 
 
+def fit_timed(cfg: DictConfig, module, datamodule, timer: Callback, **trainer_overrides):
+    """A real Lightning fit with the configured callbacks and logger plus `timer` (kept last),
+    under `cfg.trainer` with `trainer_overrides` on top; returns the trainer and its callbacks."""
+    loggers = build_loggers(cfg.get("logger"))
+    callbacks = build_callbacks(cfg.get("callbacks"), has_logger=bool(loggers)) + [timer]
+    checkpointing = any(type(c).__name__ == "ModelCheckpoint" for c in callbacks)
+    trainer_cfg = OmegaConf.merge(
+        OmegaConf.to_container(cfg.trainer, resolve=True), {"enable_checkpointing": checkpointing, **trainer_overrides}
+    )
+    trainer = build_trainer(trainer_cfg, callbacks, loggers)
+    trainer.fit(module, datamodule=datamodule)
+    return trainer, callbacks
+
+
 def measure_epochs(cfg: DictConfig, datamodule: CIFAR10DataModule, epochs: int) -> list[float]:
     """A real fit of `epochs` whole epochs (every training batch, then validation on the test
     split) with the configured callbacks; returns each epoch's seconds."""
     timer = EpochTimer()
-    loggers = build_loggers(cfg.get("logger"))
-    callbacks = build_callbacks(cfg.get("callbacks"), has_logger=bool(loggers)) + [timer]
-    whole = {"limit_train_batches": None, "limit_val_batches": None, "enable_checkpointing": True}
-    trainer_cfg = OmegaConf.merge(cfg.trainer, {"max_epochs": epochs, "num_sanity_val_steps": 0, **whole})
-    trainer = build_trainer(trainer_cfg, callbacks, loggers)
-    trainer.fit(build_module(cfg), datamodule=datamodule)
+    whole = {"limit_train_batches": None, "limit_val_batches": None}
+    fit_timed(cfg, build_module(cfg), datamodule, timer, max_epochs=epochs, num_sanity_val_steps=0, **whole)
     return timer.epoch_s
 
 
@@ -209,15 +219,15 @@ def run_bench(cfg: DictConfig) -> dict:
 
     # (c) the real fit first: it decides the device (trainer.accelerator) for all three.
     timer = StepTimer(bench.warmup)
-    loggers = build_loggers(cfg.get("logger"))
-    callbacks = build_callbacks(cfg.get("callbacks"), has_logger=bool(loggers)) + [timer]
-    with open_dict(cfg):
-        cfg.trainer.max_epochs = 1
-        cfg.trainer.limit_train_batches = bench.warmup + bench.batches
-        cfg.trainer.limit_val_batches = 0
-        cfg.trainer.enable_checkpointing = any(type(c).__name__ == "ModelCheckpoint" for c in callbacks)
-    trainer = build_trainer(cfg.trainer, callbacks, loggers)
-    trainer.fit(module, datamodule=datamodule)
+    trainer, callbacks = fit_timed(
+        cfg,
+        module,
+        datamodule,
+        timer,
+        max_epochs=1,
+        limit_train_batches=bench.warmup + bench.batches,
+        limit_val_batches=0,
+    )
     device = trainer.strategy.root_device
     fit_rate = timer.full_epoch_rate(datamodule.batch_size)
     gradcam_s = time_gradcam(trainer, module, callbacks)

@@ -76,7 +76,7 @@ class WyConv2d(nn.Module):
             ]
         self.layers = nn.Sequential(*layers)
         # torch 2.14's oneDNN has no fast bf16 kernel for a dilated grouped conv: under CPU bf16
-        # autocast it falls back to a gemm path about 8x slower than its fp32 kernel, which made
+        # autocast it falls back to a gemm path over 10x slower than its fp32 kernel, which made
         # bf16 training slower than fp32 overall. Such a conv runs in fp32 even under autocast.
         first = layers[0]
         self.fp32_under_cpu_autocast = first.groups > 1 and max(first.dilation) > 1

@@ -64,3 +64,35 @@ def test_bench_times_whole_epochs_on_request(tmp_path):
     assert len(rows) == 3, rows
     # Whole epochs validate too (the timed (c) batches skip validation): no nan validation columns.
     assert all("nan" not in row for row in rows[1:]), rows
+
+
+def test_bench_runs_past_one_epoch_and_rejects_too_few_batches(tmp_path):
+    # 64 images make 4 full batches of 16: (a) and (b) cycle the loader for their 6 batches.
+    _, figures = bench(
+        tmp_path,
+        "bench.batches=5",
+        "bench.warmup=1",
+        "bench.eval_batches=1",
+        "bench.train_images=64",
+        "bench.test_images=32",
+        "data.eval_batch_size=32",
+    )
+    assert figures["data_img_s"] > 0 and figures["bare_img_s"] > 0 and figures["fit_img_s"] > 0
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "wycifar.bench",
+            "data.batch_size=16",
+            "bench.train_images=20",
+            "bench.warmup=5",
+            "trainer.accelerator=cpu",
+            f"hydra.run.dir={tmp_path / 'few'}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "20 training images make 1 full batches of 16" in result.stderr and "bench.warmup=5" in result.stderr

@@ -34,6 +34,7 @@ def run(tmp_path_factory):
             f"data.root={data}",
             f"trainer.max_epochs={EPOCHS}",
             "callbacks.gradcam.every_n_epochs=2",
+            "callbacks.curves.min_interval_s=3600",
             "scheduler=onecycle",
             "scheduler.max_lr=0.05",
         ],
@@ -118,6 +119,12 @@ def test_tensorboard_holds_scalars_images_and_real_hparams(run):
     plugin = acc.PluginTagToContent("hparams")
     assert "_hparams_/experiment" in plugin and "_hparams_/session_start_info" in plugin
     assert b"model/norm" in plugin["_hparams_/session_start_info"]
+
+
+def test_curves_redrawn_at_most_every_min_interval_and_after_the_last_epoch(run):
+    # min_interval_s=3600: drawn after the first epoch, then only after the last (every epoch in it).
+    steps = [image.step for image in events(run["dir"]).Images("report/curves")]
+    assert len(steps) == 2 and steps[-1] == run["trainer"].global_step, steps
 
 
 def test_confusion_matrix_counts_every_test_image(run):

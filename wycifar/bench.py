@@ -31,6 +31,7 @@ from wycifar.callbacks.gradcam import GradCAMReport
 from wycifar.cli import run_cli
 from wycifar.data.cifar10 import CIFAR10DataModule
 from wycifar.data.sources import Split
+from wycifar.errors import ConfigError
 
 log = logging.getLogger("wycifar.bench")
 CLASSES = [f"class{i}" for i in range(10)]
@@ -71,8 +72,14 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
+def endless(loader):
+    """The loader's batches, epoch after epoch: a timed run may be longer than one epoch."""
+    while True:
+        yield from loader
+
+
 def bench_data(loader, batches: int, warmup: int, device: torch.device) -> float:
-    iterator = iter(loader)
+    iterator = endless(loader)
     for _ in range(warmup):
         next(iterator)
     sync(device)
@@ -121,7 +128,9 @@ class StepTimer(Callback):
             self.images += len(batch[1])
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        sync(pl_module.device)
+        # A sync per step would stop a GPU's queue from running ahead: only after the last one.
+        if batch_idx + 1 >= trainer.num_training_batches:
+            sync(pl_module.device)
         self._last_batch_end = time.perf_counter()
         self.steps_s = self._last_batch_end - self.start
 
@@ -216,6 +225,15 @@ def run_bench(cfg: DictConfig) -> dict:
     datamodule = SyntheticCIFAR(**sizes, **data_kwargs) if bench.synthetic else instantiate_checked(cfg.data, "data")
     module = build_module(cfg)
     precision = str(cfg.trainer.precision)
+    datamodule.prepare_splits()
+    # Timed batches are all full: a compiled network meets the epoch's short last batch with a
+    # recompile, paid once per run, which a timed window of a few hundred steps would count.
+    full_batches = len(datamodule.train_data) // datamodule.batch_size
+    if full_batches <= bench.warmup:
+        raise ConfigError(
+            f"{len(datamodule.train_data)} training images make {full_batches} full batches of {datamodule.batch_size}: "
+            f"the timed fit needs more than bench.warmup={bench.warmup} (raise bench.train_images)"
+        )
 
     # (c) the real fit first: it decides the device (trainer.accelerator) for all three.
     timer = StepTimer(bench.warmup)
@@ -225,7 +243,7 @@ def run_bench(cfg: DictConfig) -> dict:
         datamodule,
         timer,
         max_epochs=1,
-        limit_train_batches=bench.warmup + bench.batches,
+        limit_train_batches=min(bench.warmup + bench.batches, full_batches),
         limit_val_batches=0,
     )
     device = trainer.strategy.root_device
@@ -236,7 +254,8 @@ def run_bench(cfg: DictConfig) -> dict:
     # (a) and (b) on the same device, data and batch size.
     loader = datamodule._loader(datamodule.train_data, train=True)
     data_rate = bench_data(loader, bench.batches, bench.warmup, device)
-    batch_list = [b for _, b in zip(range(bench.warmup + bench.batches), iter(loader))]
+    full = (b for b in endless(loader) if len(b[1]) == datamodule.batch_size)
+    batch_list = [b for _, b in zip(range(bench.warmup + bench.batches), full)]
     bare_rate = bench_bare_loop(module, batch_list, bench.warmup, device, precision)
     eval_rate = bench_eval(
         module, datamodule._loader(datamodule.test_data, train=False), device, precision, bench.eval_batches

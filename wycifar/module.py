@@ -15,6 +15,7 @@ from wycifar.errors import ConfigError, DivergenceError
 from wycifar.models import WyCifarNet
 
 INTERVALS = ("epoch", "step")
+DIVERGENCE_CHECK_EVERY = 25
 # torch.compile's modes; reduce-overhead replays CUDA graphs on a GPU.
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -58,11 +59,15 @@ class WyCifarModule(L.LightningModule):
         # as a second submodule (checkpoints hold `net.*` only); compiled on first use.
         self._compiled: dict[str, torch.nn.Module] = {}
         num_classes = self.net.num_classes
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        # The training metrics take per-image values with no checks: MulticlassAccuracy's argument
+        # checks and bincount, and MeanMetric's NaN check, each wait for the GPU on every step.
+        # (Divergence is caught in training_step; validation and test keep the checked metrics.)
+        self.train_acc = MeanMetric(nan_strategy="disable")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc_tta = MulticlassAccuracy(num_classes, average="micro")
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.train_loss = MeanMetric(nan_strategy="disable")
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -75,8 +80,8 @@ class WyCifarModule(L.LightningModule):
     def compiled(self, net: torch.nn.Module) -> torch.nn.Module:
         return torch.compile(net, mode=self.hparams.compile_mode)
 
-    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), y, label_smoothing=self.hparams.label_smoothing)
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        return F.cross_entropy(logits.float(), y, label_smoothing=self.hparams.label_smoothing, reduction=reduction)
 
     def l1_penalty(self) -> torch.Tensor:
         return sum(p.abs().sum() for name, p in self.net.named_parameters() if p.ndim > 1)
@@ -84,15 +89,19 @@ class WyCifarModule(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
         logits = self(x)
-        loss = self._loss(logits, y)
-        if not torch.isfinite(loss):
+        per_image_loss = self._loss(logits, y, reduction="none")
+        loss = per_image_loss.mean()
+        # Reading the loss on a GPU waits for the step to finish; a diverged run stays non-finite,
+        # so there it is read every DIVERGENCE_CHECK_EVERY steps.
+        checked = loss.device.type == "cpu" or batch_idx % DIVERGENCE_CHECK_EVERY == 0
+        if checked and not torch.isfinite(loss):
             raise DivergenceError(
                 f"training diverged: loss is {loss.item()} at epoch {self.current_epoch + 1}, step {self.global_step} "
                 f"(LR {self.trainer.optimizers[0].param_groups[0]['lr']:g}); the last good checkpoint is kept, "
                 "lower the learning rate"
             )
-        self.train_loss(loss.detach(), weight=len(y))
-        self.train_acc(logits.detach(), y)
+        self.train_loss(per_image_loss.detach())
+        self.train_acc((logits.detach().argmax(1) == y).float())
         if self.hparams.l1_lambda:
             loss = loss + self.hparams.l1_lambda * self.l1_penalty()
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)

@@ -1,6 +1,10 @@
-"""Model performance: train/validation loss and accuracy curves, a PNG refreshed every epoch."""
+"""Model performance: train/validation loss and accuracy curves, a PNG refreshed every epoch
+(at most once per `min_interval_s`, so that drawing stays a small part of seconds-long GPU epochs)
+and always after the last one."""
 
 from __future__ import annotations
+
+import time
 
 import lightning as L
 import matplotlib.pyplot as plt
@@ -12,8 +16,10 @@ KEYS = ("train/loss", "val/loss", "train/acc", "val/acc")
 
 
 class LearningCurves(Callback):
-    def __init__(self, filename: str = "curves.png") -> None:
-        self.filename = filename
+    def __init__(self, filename: str = "curves.png", min_interval_s: float = 10.0) -> None:
+        self.filename, self.min_interval_s = filename, min_interval_s
+        self._drawn_at: float | None = None
+        self._pending = False
         self.history: dict[str, list[tuple[int, float]]] = {k: [] for k in KEYS}
 
     def state_dict(self) -> dict:
@@ -29,7 +35,15 @@ class LearningCurves(Callback):
         for key in KEYS:
             if key in trainer.callback_metrics:
                 self.history.setdefault(key, []).append((epoch, float(trainer.callback_metrics[key])))
-        self.draw(trainer)
+        self._pending = True
+        now = time.monotonic()
+        if self._drawn_at is None or now - self._drawn_at >= self.min_interval_s or epoch >= trainer.max_epochs:
+            self.draw(trainer)
+            self._drawn_at = time.monotonic()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._pending and should_draw(trainer):
+            self.draw(trainer)
 
     def draw(self, trainer: L.Trainer) -> None:
         fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
@@ -47,3 +61,4 @@ class LearningCurves(Callback):
             ax.legend()
         fig.tight_layout()
         save_figure(fig, run_dir(trainer) / self.filename, trainer, "report/curves")
+        self._pending = False

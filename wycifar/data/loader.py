@@ -112,7 +112,8 @@ class TensorLoader:
             x = self.normalize(self.images[idx])
             if self.augment is not None:
                 # one generator per batch: a resumed epoch draws the same augmentations
-                generator = torch.Generator().manual_seed(
+                # drawn where the batch lives: a CPU generator would cost a blocking copy per draw on a GPU
+                generator = torch.Generator(device=self.device).manual_seed(
                     ((self.seed * 100_003 + self.epoch) * 7_919 + self.rank) * 1_000_003 + b
                 )
                 x = augment_batch(x, self.augment, generator).contiguous(memory_format=self.memory_format)

@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test test-slow lint format train bench clean
+.PHONY: install test test-slow lint format train bench bench-gpu clean
 
 install:  ## a virtual environment with wycifar (editable) and the dev tools
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ train:
 
 bench:
 	$(BIN)/python -m wycifar.bench $(ARGS)
+
+# the GPU rows of README's performance table (needs a CUDA GPU)
+bench-gpu:
+	PYTHON=$(BIN)/python scripts/bench_gpu.sh outputs/bench_gpu $(ARGS)
 
 clean:
 	rm -rf outputs/runs outputs/multiruns .pytest_cache

@@ -32,6 +32,7 @@ from wycifar.cli import run_cli
 from wycifar.data.cifar10 import CIFAR10DataModule
 from wycifar.data.sources import Split
 from wycifar.errors import ConfigError
+from wycifar.process import configure_process
 
 log = logging.getLogger("wycifar.bench")
 CLASSES = [f"class{i}" for i in range(10)]
@@ -218,8 +219,7 @@ def time_gradcam(trainer, module, callbacks) -> float | None:
 def run_bench(cfg: DictConfig) -> dict:
     bench = cfg.bench
     L.seed_everything(cfg.seed, verbose=False)
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))
+    configure_process(cfg.get("threads"), cfg.get("keep_freed_memory", True))
     data_kwargs = {k: v for k, v in cfg.data.items() if k != "_target_"}
     sizes = {"train_size": bench.get("train_images", 50_000), "test_size": bench.get("test_images", 10_000)}
     datamodule = SyntheticCIFAR(**sizes, **data_kwargs) if bench.synthetic else instantiate_checked(cfg.data, "data")
@@ -266,6 +266,7 @@ def run_bench(cfg: DictConfig) -> dict:
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "cpu": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
+        "keep_freed_memory": bool(cfg.get("keep_freed_memory", True)),
         "batch_size": datamodule.batch_size,
         "precision": precision,
         "channels_last": bool(module.hparams.channels_last),

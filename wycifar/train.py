@@ -28,6 +28,7 @@ from wycifar.callbacks.graceful_stop import GracefulStop
 from wycifar.callbacks.graceful_stop import message as stop_message
 from wycifar.cli import run_cli
 from wycifar.errors import InterruptedRun, WycifarError
+from wycifar.process import configure_process
 
 log = logging.getLogger("wycifar.train")
 
@@ -42,8 +43,7 @@ def accuracy_line(metrics: dict[str, float]) -> str:
 def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[str, float], dict[str, Any]]:
     """Fit, then test with the best checkpoint. Returns (metrics, objects)."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))
+    configure_process(cfg.get("threads"), cfg.get("keep_freed_memory", True))
     datamodule = instantiate_checked(cfg.data, "data")
     module = build_module(cfg)
     loggers = build_loggers(cfg.get("logger"))

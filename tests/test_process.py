@@ -1,0 +1,57 @@
+"""Process settings: torch threads and glibc keeping freed memory (fewer page faults per step)."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import ROOT
+
+from wycifar.errors import ConfigError
+from wycifar.process import configure_process
+
+FAULTS = """
+import resource, sys, torch
+import torch.nn.functional as F
+from wycifar.models import WyCifarNet
+from wycifar.process import keep_freed_memory
+if sys.argv[1] == "keep":
+    assert keep_freed_memory()
+torch.manual_seed(0)
+net = WyCifarNet()
+optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+x, y = torch.randn(128, 3, 32, 32), torch.randint(0, 10, (128,))
+def step():
+    loss = F.cross_entropy(net(x), y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    step()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def page_faults(mode: str) -> int:
+    result = subprocess.run([sys.executable, "-c", FAULTS, mode], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return int(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_keeping_freed_memory_stops_refaulting_pages_every_step():
+    plain, kept = page_faults("plain"), page_faults("keep")
+    # Five training steps of the real network: glibc maps and unmaps the large activations again
+    # every step, and each page of them faults; kept, the heap reuses them.
+    assert kept < plain / 4, (plain, kept)
+
+
+def test_threads_must_be_a_positive_whole_number():
+    threads = torch.get_num_threads()
+    configure_process(1, False)
+    assert torch.get_num_threads() == 1
+    configure_process(threads, False)
+    with pytest.raises(ConfigError, match=r"threads=0 is not allowed; it must be a whole number >= 1, or null"):
+        configure_process(0, False)

@@ -153,3 +153,16 @@ def test_dilated_depthwise_convs_run_in_fp32_under_cpu_autocast():
         assert torch.allclose(low.float(), net(x), atol=0.1)  # bf16 elsewhere: close, not equal
     # Undilated and strided networks have no fp32 islands.
     assert not any(getattr(m, "fp32_under_cpu_autocast", False) for m in WyCifarNet(downsample="strided").modules())
+
+
+def test_zero_init_residual_starts_every_unit_with_a_skip_as_its_skip():
+    torch.manual_seed(0)
+    net = WyCifarNet(zero_init_residual=True, skip_1x1=False).eval()
+    assert sum(p.numel() for p in net.parameters()) == sum(p.numel() for p in WyCifarNet(skip_1x1=False).parameters())
+    units = [unit for block in net.blocks for unit in block.units]
+    zeroed = [bool((unit.norm2.weight == 0).all()) for unit in units]
+    # without 1x1 skips the reshaping first units have no skip: zeroing them would cut the network
+    assert zeroed == [unit.identity_skip or unit.skip is not None for unit in units] and any(zeroed)
+    x = torch.randn(2, 64, 16, 16)
+    identity_unit = net.blocks[1].units[1]
+    assert torch.allclose(identity_unit(x.clone()), torch.relu(x))

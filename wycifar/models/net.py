@@ -45,6 +45,7 @@ class WyCifarNet(nn.Module):
         image_size: int = 32,
         in_channels: int = 3,
         gn_groups: int = 8,
+        zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
         check_choice("model.norm", norm, NORMS)
@@ -94,6 +95,13 @@ class WyCifarNet(nn.Module):
             blocks.append(WyBlock(units))
             channels = width
         self.blocks = nn.Sequential(*blocks)
+        if zero_init_residual:
+            # Each unit with a skip starts as that skip (torchvision's zero_init_residual): the
+            # scale of its last norm starts at 0, which helps short schedules.
+            for block in self.blocks:
+                for unit in block.units:
+                    if unit.identity_skip or unit.skip is not None:
+                        nn.init.zeros_(unit.norm2.weight)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Conv2d(channels, num_classes, kernel_size=1, bias=True)
         self.num_classes = num_classes

@@ -95,6 +95,22 @@ def test_ssr_border_mirrors_instead_of_filling():
         AugmentConfig(ssr_border="wrap")
 
 
+def test_coarse_dropout_holes_are_rectangles_inside_the_image():
+    ones = torch.ones(2000, 1, 32, 32)
+    holes = cutout(ones, 1.0, 8, 16, torch.Generator().manual_seed(5), style="coarse_dropout") == 0
+    rows, cols = holes.any(3).squeeze(1), holes.any(2).squeeze(1)  # N,32 each
+    heights, widths = rows.sum(1), cols.sum(1)
+    # never clipped: every side in [8, 16], and the hole is the full rectangle of those rows and columns
+    assert heights.min() >= 8 and heights.max() <= 16 and widths.min() >= 8 and widths.max() <= 16
+    assert torch.equal(holes.flatten(1).sum(1), heights * widths)
+    assert (heights != widths).any()  # drawn apart: rectangles
+    # the centred-anywhere square is clipped at the borders: it erases less on average (~120 vs 144 px)
+    squares = cutout(ones, 1.0, 8, 16, torch.Generator().manual_seed(5)) == 0
+    assert holes.float().sum() > 1.1 * squares.float().sum()
+    with pytest.raises(ConfigError, match="data.augment.cutout_style='circle' is not allowed; choose one of: cutout"):
+        AugmentConfig(cutout_style="circle")
+
+
 def test_augment_is_reproducible_and_validated():
     cfg = AugmentConfig(crop_padding=4, flip_p=0.5, cutout_p=0.5, ssr_p=0.3)
     a = augment_batch(batch(), cfg, torch.Generator().manual_seed(3))

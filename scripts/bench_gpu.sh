@@ -9,10 +9,6 @@ out=${1:-outputs/bench_gpu}
 shift || true
 settings=${*:-default batch512 cudagraphs cudagraphs512 compiled fp32}
 python=${PYTHON:-python}
-mkdir -p "$out"
-nvidia-smi -L || true
-$python -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__)"
-
 declare -A overrides=(
   [default]=""
   [batch512]="data.batch_size=512"
@@ -21,6 +17,16 @@ declare -A overrides=(
   [compiled]="module.compile=true"
   [fp32]="trainer.precision=32-true"
 )
+for name in $settings; do
+  if [[ ! -v "overrides[$name]" ]]; then
+    echo "error: unknown setting '$name'; allowed: ${!overrides[*]}" >&2
+    exit 2
+  fi
+done
+mkdir -p "$out"
+nvidia-smi -L || true
+$python -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__)"
+
 for name in $settings; do
   echo "== $name: ${overrides[$name]}"
   # shellcheck disable=SC2086

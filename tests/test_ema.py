@@ -61,3 +61,13 @@ def test_bad_decay_is_a_one_line_error(tmp_path: Path):
     assert result.returncode != 0
     assert "callbacks.ema.decay=1.5 is invalid: allowed 0 < decay < 1" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_bad_update_interval_is_refused():
+    from wycifar.callbacks.ema import WarmupEMA
+    from wycifar.errors import ConfigError
+
+    with pytest.raises(
+        ConfigError, match=r"callbacks.ema.update_every_n_steps=0 is invalid: allowed a whole number >= 1"
+    ):
+        WarmupEMA(update_every_n_steps=0)

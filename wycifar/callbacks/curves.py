@@ -1,6 +1,6 @@
 """Model performance: train/validation loss and accuracy curves, a PNG refreshed every epoch
 (at most once per `min_interval_s`, so that drawing stays a small part of seconds-long GPU epochs)
-and always after the last one."""
+and always when training ends."""
 
 from __future__ import annotations
 
@@ -36,10 +36,8 @@ class LearningCurves(Callback):
             if key in trainer.callback_metrics:
                 self.history.setdefault(key, []).append((epoch, float(trainer.callback_metrics[key])))
         self._pending = True
-        now = time.monotonic()
-        if self._drawn_at is None or now - self._drawn_at >= self.min_interval_s or epoch >= trainer.max_epochs:
+        if self._drawn_at is None or time.monotonic() - self._drawn_at >= self.min_interval_s:
             self.draw(trainer)
-            self._drawn_at = time.monotonic()
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._pending and should_draw(trainer):
@@ -61,4 +59,4 @@ class LearningCurves(Callback):
             ax.legend()
         fig.tight_layout()
         save_figure(fig, run_dir(trainer) / self.filename, trainer, "report/curves")
-        self._pending = False
+        self._pending, self._drawn_at = False, time.monotonic()

@@ -1,9 +1,11 @@
 """An exponential moving average of the weights, with a warm-up so the first epochs are usable."""
 
+from __future__ import annotations
+
 from functools import partial
 
 import torch
-from lightning.pytorch.callbacks import EMAWeightAveraging
+from lightning.pytorch.callbacks import WeightAveraging
 
 from wycifar.errors import ConfigError
 
@@ -15,15 +17,22 @@ def warmup_ema(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torc
     return averaged + (current - averaged) * (1.0 - effective)
 
 
-class WarmupEMA(EMAWeightAveraging):
-    """Lightning's EMA (validation, checkpoints and test use the average) with a warmed-up decay."""
+class WarmupEMA(WeightAveraging):
+    """Lightning's weight averaging (validation, checkpoints and test use the average) with an
+    exponential average whose decay warms up, updated every `update_every_n_steps` steps."""
 
     def __init__(self, decay: float = 0.999, update_every_n_steps: int = 1, **kwargs):
         if not 0.0 < decay < 1.0:
             raise ConfigError(f"callbacks.ema.decay={decay!r} is invalid: allowed 0 < decay < 1")
-        super().__init__(decay=decay, update_every_n_steps=update_every_n_steps, **kwargs)
-        # The parent built a fixed-decay average function; the average model is created in setup().
-        self._kwargs["avg_fn"] = partial(warmup_ema, decay=decay)
+        if not isinstance(update_every_n_steps, int) or update_every_n_steps < 1:
+            raise ConfigError(
+                f"callbacks.ema.update_every_n_steps={update_every_n_steps!r} is invalid: allowed a whole number >= 1"
+            )
+        super().__init__(avg_fn=partial(warmup_ema, decay=decay), **kwargs)
+        self.update_every_n_steps = update_every_n_steps
+
+    def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
+        return step_idx is not None and step_idx % self.update_every_n_steps == 0
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         # Lightning's callback would put the raw weights (`current_model_state`) back into the

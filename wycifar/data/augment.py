@@ -66,10 +66,11 @@ def cutout(
         return (min_size + _rand(n, x, generator) * (max_size - min_size + 1)).floor().clamp(min_size, max_size)
 
     height = side()
-    width = height if style == "cutout" else side()
     if style == "cutout":
+        width = height
         top, left = _rand(n, x, generator) * h - height / 2, _rand(n, x, generator) * w - width / 2
     else:
+        width = side()
         top = (_rand(n, x, generator) * (h - height + 1)).floor()
         left = (_rand(n, x, generator) * (w - width + 1)).floor()
     ys = torch.arange(h, device=x.device)[None, :]

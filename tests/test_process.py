@@ -1,5 +1,6 @@
 """Process settings: torch threads and glibc keeping freed memory (fewer page faults per step)."""
 
+import statistics
 import subprocess
 import sys
 
@@ -26,26 +27,28 @@ def step():
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
-step()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(5):
+for _ in range(3):
     step()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+for _ in range(8):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    step()
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-def page_faults(mode: str) -> int:
+def page_faults_per_step(mode: str) -> list[int]:
     result = subprocess.run([sys.executable, "-c", FAULTS, mode], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    return int(result.stdout.strip().splitlines()[-1])
+    return [int(line) for line in result.stdout.split()]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
 def test_keeping_freed_memory_stops_refaulting_pages_every_step():
-    plain, kept = page_faults("plain"), page_faults("keep")
-    # Five training steps of the real network: glibc maps and unmaps the large activations again
-    # every step, and each page of them faults; kept, the heap reuses them.
-    assert kept < plain / 4, (plain, kept)
+    plain, kept = page_faults_per_step("plain"), page_faults_per_step("keep")
+    # Training steps of the real network after a warm-up: glibc maps and unmaps the large
+    # activations again every step, and each page of them faults; kept, the heap reuses them.
+    # Medians, because a step now and then grows the heap or a thread's arena either way.
+    assert statistics.median(kept) < statistics.median(plain) / 4, (plain, kept)
 
 
 def test_threads_must_be_a_positive_whole_number():

@@ -71,7 +71,8 @@ def test_seed_experiment_is_the_reference_code_recipe(tmp_path: Path):
     cfg = compose_train(tmp_path, ["experiment=seed"])
     assert cfg.trainer.max_epochs == 24 and cfg.data.batch_size == 128 and cfg.scheduler.interval == "epoch"
     assert cfg.optimizer.nesterov and cfg.optimizer.weight_decay == pytest.approx(9.765625e-07)
-    assert [list(p) for p in cfg.scheduler.momentum_points] == [[0, 0.95], [4, 0.85], [24, 0.95]]
+    # Three phases, like the LR: back at 0.95 where the LR is back at its base 0.05 (epoch 18).
+    assert [list(p) for p in cfg.scheduler.momentum_points] == [[0, 0.95], [4, 0.85], [18, 0.95], [24, 0.95]]
     assert cfg.module.l1_lambda == 0 and cfg.model.dropout == 0
     assert cfg.data.augment.ssr_border == "reflection" and cfg.data.augment.crop_padding == 0
 

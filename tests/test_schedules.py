@@ -4,6 +4,7 @@ import torch
 from wycifar.errors import ConfigError
 from wycifar.schedules import piecewise_linear
 
+SEED_MOMENTA = [[0, 0.95], [4, 0.85], [18, 0.95], [24, 0.95]]
 SEED_POINTS = [[0, 0.1], [4, 0.5], [18, 0.05], [24, 0.0]]
 
 
@@ -31,6 +32,8 @@ def test_momentum_cycles_against_the_lr():
     momenta = [m for _, m in seen]
     assert momenta[0] == pytest.approx(0.95) and momenta[4] == pytest.approx(0.85)
     assert momenta[14] == pytest.approx(0.9) and momenta[23] == pytest.approx(0.945)
+    three_phase = [m for _, m in run_schedule(24, points=SEED_POINTS, steps_per_epoch=1, momentum_points=SEED_MOMENTA)]
+    assert three_phase[11] == pytest.approx(0.9) and three_phase[18:] == pytest.approx([0.95] * 6)
     # Without momentum points the optimizer's own momentum stays.
     assert {m for _, m in run_schedule(5, points=SEED_POINTS, steps_per_epoch=1)} == {0.9}
 

@@ -219,7 +219,8 @@ def time_gradcam(trainer, module, callbacks) -> float | None:
 def run_bench(cfg: DictConfig) -> dict:
     bench = cfg.bench
     L.seed_everything(cfg.seed, verbose=False)
-    configure_process(cfg.get("threads"), cfg.get("keep_freed_memory", True))
+    keep_freed = bool(cfg.get("keep_freed_memory", True))
+    configure_process(cfg.get("threads"), keep_freed)
     data_kwargs = {k: v for k, v in cfg.data.items() if k != "_target_"}
     sizes = {"train_size": bench.get("train_images", 50_000), "test_size": bench.get("test_images", 10_000)}
     datamodule = SyntheticCIFAR(**sizes, **data_kwargs) if bench.synthetic else instantiate_checked(cfg.data, "data")
@@ -266,7 +267,7 @@ def run_bench(cfg: DictConfig) -> dict:
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "cpu": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
-        "keep_freed_memory": bool(cfg.get("keep_freed_memory", True)),
+        "keep_freed_memory": keep_freed,
         "batch_size": datamodule.batch_size,
         "precision": precision,
         "channels_last": bool(module.hparams.channels_last),

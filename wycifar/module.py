@@ -32,6 +32,7 @@ class WyCifarModule(L.LightningModule):
         l1_lambda: float = 0.0,
         label_smoothing: float = 0.0,
         decay_norm_and_bias: bool = True,
+        decay_depthwise: bool = True,
         tta_flip: bool = False,
         channels_last: bool = False,
         compile: bool = False,
@@ -163,11 +164,23 @@ class WyCifarModule(L.LightningModule):
 
     def parameter_groups(self) -> list[dict]:
         """Weight decay on conv weights only when `decay_norm_and_bias` is off: norm scales and
-        biases are then exempt, as they should be (decaying them only shrinks the activations)."""
-        if self.hparams.decay_norm_and_bias:
-            return [{"params": [p for p in self.parameters() if p.requires_grad]}]
-        decay = [p for p in self.net.parameters() if p.requires_grad and p.ndim > 1]
-        no_decay = [p for p in self.net.parameters() if p.requires_grad and p.ndim <= 1]
+        biases are then exempt, as they should be (decaying them only shrinks the activations).
+        `decay_depthwise` off exempts the depthwise filters too (MobileNet's advice: they hold
+        few parameters each)."""
+        exempt: set[int] = set()
+        if not self.hparams.decay_norm_and_bias:
+            exempt |= {id(p) for p in self.net.parameters() if p.ndim <= 1}
+        if not self.hparams.decay_depthwise:
+            exempt |= {
+                id(m.weight)
+                for m in self.net.modules()
+                if isinstance(m, torch.nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
+            }
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        if not exempt:
+            return [{"params": trainable}]
+        decay = [p for p in trainable if id(p) not in exempt]
+        no_decay = [p for p in trainable if id(p) in exempt]
         return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
     def configure_optimizers(self) -> dict:

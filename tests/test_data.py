@@ -147,6 +147,31 @@ def test_loader_normalises_shuffles_by_epoch_and_shards():
     assert sorted(evals[0].tolist() + evals[1].tolist()) == list(range(99))
 
 
+def test_alternating_flip_shows_each_image_both_ways_in_two_epochs():
+    images = torch.randint(0, 256, (200, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.arange(200)
+    augment = AugmentConfig(flip_p=0.5, flip_mode="alternate")
+    loader = TensorLoader(images, labels, 64, train=True, augment=augment, seed=3)
+    plain = TensorLoader(images, labels, 200, train=False).normalize(images)
+
+    def flipped_in_epoch(epoch: int) -> torch.Tensor:
+        loader.set_epoch(epoch)
+        flipped = torch.zeros(200, dtype=torch.bool)
+        for x, y in loader:
+            mirrored = torch.isclose(x, plain[y].flip(3)).flatten(1).all(1)
+            assert (mirrored | torch.isclose(x, plain[y]).flatten(1).all(1)).all()
+            flipped[y] = mirrored
+        return flipped
+
+    epochs = [flipped_in_epoch(e) for e in range(3)]
+    assert torch.equal(epochs[1], ~epochs[0]) and torch.equal(epochs[2], epochs[0])
+    assert 60 < int(epochs[0].sum()) < 140  # the starting side is drawn per image
+    with pytest.raises(ConfigError, match="data.augment.flip_mode='sometimes' is not allowed; choose one of"):
+        AugmentConfig(flip_mode="sometimes")
+    with pytest.raises(ConfigError, match="data.augment.flip_p=0.3 is not allowed with flip_mode=alternate"):
+        AugmentConfig(flip_p=0.3, flip_mode="alternate")
+
+
 def test_datamodule_splits(tmp_path: Path):
     root = make_image_folder(tmp_path / "data", train_per_class=5, test_per_class=2)
     dm = CIFAR10DataModule(root=str(root), val_size=10, cache_dir=None)

@@ -35,11 +35,15 @@ def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator | None
     return padded[batch, channel, rows, cols]
 
 
-def random_flip(x: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    if p <= 0:
-        return x
-    flip = (_rand(x.shape[0], x, generator) < p)[:, None, None, None]
-    return torch.where(flip, x.flip(3), x)
+def random_flip(
+    x: torch.Tensor, p: float, generator: torch.Generator | None = None, flip: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mirror each image with probability p, or exactly those where the boolean `flip` [N] is set."""
+    if flip is None:
+        if p <= 0:
+            return x
+        flip = _rand(x.shape[0], x, generator) < p
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
 CUTOUT_STYLES = ("cutout", "coarse_dropout")
@@ -114,6 +118,10 @@ def shift_scale_rotate(
 
 
 SSR_BORDERS = ("zeros", "reflection", "border")
+# random: each image flipped with probability flip_p, every epoch afresh. alternate (airbench):
+# each image flipped in every other epoch, starting at random, so two epochs in a row show it
+# both ways instead of repeating a view half the time.
+FLIP_MODES = ("random", "alternate")
 
 
 @dataclass
@@ -131,6 +139,7 @@ class AugmentConfig:
     ssr_rotate: float = 10.0
     ssr_border: str = "zeros"
     cutout_style: str = "cutout"
+    flip_mode: str = "random"
 
     def __post_init__(self) -> None:
         from wycifar.errors import ConfigError
@@ -143,6 +152,15 @@ class AugmentConfig:
             raise ConfigError(
                 f"data.augment.cutout_style={self.cutout_style!r} is not allowed; choose one of: {', '.join(CUTOUT_STYLES)}"
             )
+        if self.flip_mode not in FLIP_MODES:
+            raise ConfigError(
+                f"data.augment.flip_mode={self.flip_mode!r} is not allowed; choose one of: {', '.join(FLIP_MODES)}"
+            )
+        if self.flip_mode == "alternate" and self.flip_p != 0.5:
+            raise ConfigError(
+                f"data.augment.flip_p={self.flip_p!r} is not allowed with flip_mode=alternate, which flips "
+                "each image in every other epoch; set flip_p=0.5"
+            )
         if self.ssr_border not in SSR_BORDERS:
             raise ConfigError(
                 f"data.augment.ssr_border={self.ssr_border!r} is not allowed; choose one of: {', '.join(SSR_BORDERS)}"
@@ -152,8 +170,11 @@ class AugmentConfig:
                 raise ConfigError(f"data.augment.{key}={getattr(self, key)!r} is not allowed; it must be >= 0")
 
 
-def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+def augment_batch(
+    x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None, flip: torch.Tensor | None = None
+) -> torch.Tensor:
+    """`flip` [N] (bool) says which images to mirror where the caller decides it (flip_mode=alternate)."""
     x = shift_scale_rotate(x, cfg.ssr_p, cfg.ssr_shift, cfg.ssr_scale, cfg.ssr_rotate, generator, cfg.ssr_border)
     x = random_crop(x, cfg.crop_padding, generator)
-    x = random_flip(x, cfg.flip_p, generator)
+    x = random_flip(x, cfg.flip_p, generator, flip)
     return cutout(x, cfg.cutout_p, cfg.cutout_min, cfg.cutout_max, generator, cfg.cutout_style)

@@ -60,6 +60,12 @@ class TensorLoader:
         # Lightning's fit loop calls `dataloader.sampler.set_epoch(epoch)` before every epoch.
         self.sampler = self
         self.batch_sampler = None
+        self._flip_start: torch.Tensor | None = None
+        if self.augment is not None and self.augment.flip_mode == "alternate":
+            # per image, whether it is mirrored in even epochs (odd epochs mirror the rest); the
+            # same on every rank, since it is indexed by image, not by position in a shard
+            start = torch.rand(len(self.labels), generator=torch.Generator().manual_seed(seed)) < 0.5
+            self._flip_start = start.to(self.device)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -116,5 +122,6 @@ class TensorLoader:
                 generator = torch.Generator(device=self.device).manual_seed(
                     ((self.seed * 100_003 + self.epoch) * 7_919 + self.rank) * 1_000_003 + b
                 )
-                x = augment_batch(x, self.augment, generator).contiguous(memory_format=self.memory_format)
+                flip = None if self._flip_start is None else self._flip_start[idx] ^ bool(self.epoch % 2)
+                x = augment_batch(x, self.augment, generator, flip).contiguous(memory_format=self.memory_format)
             yield x, self.labels[idx]

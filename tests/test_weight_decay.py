@@ -6,10 +6,12 @@ from conftest import compose_train
 from hydra.utils import instantiate
 
 from wycifar.builders import build_module
+from wycifar.models.blocks import is_depthwise
 
 
-def decay_after_one_step(tmp_path: Path, overrides: list[str]) -> dict[str, bool]:
-    """Name -> whether one SGD step with zero gradients shrank that parameter (weight decay only)."""
+def decay_after_one_step(tmp_path: Path, overrides: list[str]) -> tuple[torch.nn.Module, dict[str, bool]]:
+    """The network, and name -> whether one SGD step with zero gradients shrank that parameter
+    (weight decay only)."""
     cfg = compose_train(tmp_path, ["experiment=fast", *overrides])
     module = build_module(cfg)
     optimizer = instantiate(module.hparams.optimizer, _convert_="all")(module.parameter_groups())
@@ -21,19 +23,13 @@ def decay_after_one_step(tmp_path: Path, overrides: list[str]) -> dict[str, bool
             torch.nn.init.constant_(norm.bias, 0.5)
     before = {name: p.detach().clone() for name, p in module.net.named_parameters()}
     optimizer.step()
-    return {name: not torch.equal(before[name], p) for name, p in module.net.named_parameters()}
-
-
-def is_depthwise(module: torch.nn.Module, name: str) -> bool:
-    conv = module.get_submodule(name.rsplit(".", 1)[0])
-    return isinstance(conv, torch.nn.Conv2d) and conv.groups > 1 and conv.groups == conv.in_channels
+    return module.net, {name: not torch.equal(before[name], p) for name, p in module.net.named_parameters()}
 
 
 @pytest.mark.parametrize("decay_depthwise", [True, False])
 def test_weight_decay_reaches_exactly_the_weights_it_should(tmp_path: Path, decay_depthwise: bool):
-    decayed = decay_after_one_step(tmp_path, [f"module.decay_depthwise={decay_depthwise}"])
-    net = build_module(compose_train(tmp_path, ["experiment=fast"])).net
-    depthwise = {name for name in decayed if name.endswith("weight") and is_depthwise(net, name)}
+    net, decayed = decay_after_one_step(tmp_path, [f"module.decay_depthwise={decay_depthwise}"])
+    depthwise = {f"{name}.weight" for name, m in net.named_modules() if is_depthwise(m)}
     assert len(depthwise) == 12  # two depthwise-separable convs in each of six residual units
     for name, shrank in decayed.items():
         param = net.get_parameter(name)
@@ -42,5 +38,5 @@ def test_weight_decay_reaches_exactly_the_weights_it_should(tmp_path: Path, deca
 
 
 def test_decay_norm_and_bias_on_decays_everything(tmp_path: Path):
-    decayed = decay_after_one_step(tmp_path, ["module.decay_norm_and_bias=true"])
+    _, decayed = decay_after_one_step(tmp_path, ["module.decay_norm_and_bias=true"])
     assert all(decayed.values())

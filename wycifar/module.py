@@ -13,6 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from wycifar.errors import ConfigError, DivergenceError
 from wycifar.models import WyCifarNet
+from wycifar.models.blocks import is_depthwise
 
 INTERVALS = ("epoch", "step")
 DIVERGENCE_CHECK_EVERY = 25
@@ -171,11 +172,7 @@ class WyCifarModule(L.LightningModule):
         if not self.hparams.decay_norm_and_bias:
             exempt |= {id(p) for p in self.net.parameters() if p.ndim <= 1}
         if not self.hparams.decay_depthwise:
-            exempt |= {
-                id(m.weight)
-                for m in self.net.modules()
-                if isinstance(m, torch.nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
-            }
+            exempt |= {id(m.weight) for m in self.net.modules() if is_depthwise(m)}
         trainable = [p for p in self.parameters() if p.requires_grad]
         if not exempt:
             return [{"params": trainable}]

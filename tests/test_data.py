@@ -72,6 +72,22 @@ def test_random_crop_shifts_each_image():
     assert not torch.equal(out, x)
 
 
+def test_crop_border_reflection_mirrors_the_image_into_the_padding():
+    x = batch()
+    out = random_crop(x, 2, torch.Generator().manual_seed(0), border="reflection")
+    mirrored = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="reflect")
+    for i in range(len(x)):
+        assert any(
+            torch.equal(out[i], mirrored[i, :, dy : dy + 32, dx : dx + 32]) for dy in range(5) for dx in range(5)
+        )
+    # a constant image stays constant when mirrored; zero padding lets the mean colour (0) in
+    ones = torch.ones(16, 3, 32, 32)
+    assert torch.equal(random_crop(ones, 2, torch.Generator().manual_seed(1), border="reflection"), ones)
+    assert random_crop(ones, 2, torch.Generator().manual_seed(1)).min() == 0
+    with pytest.raises(ConfigError, match="data.augment.crop_border='wrap' is not allowed; choose one of: zeros"):
+        AugmentConfig(crop_border="wrap")
+
+
 def test_flip_and_cutout_and_ssr():
     x = batch()
     flipped = random_flip(x, 1.0)
@@ -170,6 +186,24 @@ def test_alternating_flip_shows_each_image_both_ways_in_two_epochs():
         AugmentConfig(flip_mode="sometimes")
     with pytest.raises(ConfigError, match="data.augment.flip_p=0.3 is not allowed with flip_mode=alternate"):
         AugmentConfig(flip_p=0.3, flip_mode="alternate")
+
+
+def test_until_epoch_shows_plain_images_from_that_epoch_on():
+    images = torch.randint(0, 256, (100, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.arange(100)
+    augment = AugmentConfig(crop_padding=2, flip_p=0.5, until_epoch=2)
+    loader = TensorLoader(images, labels, 32, train=True, augment=augment, seed=5)
+    plain = TensorLoader(images, labels, 100, train=False).normalize(images)
+
+    def plain_in_epoch(epoch: int) -> bool:
+        loader.set_epoch(epoch)
+        batches = list(loader)
+        assert torch.equal(torch.cat([y for _, y in batches]).sort().values, labels)  # every image, once
+        return all(torch.equal(x, plain[y]) for x, y in batches)
+
+    assert [plain_in_epoch(e) for e in range(4)] == [False, False, True, True]
+    with pytest.raises(ConfigError, match="data.augment.until_epoch=-1 is not allowed; it must be null or a whole"):
+        AugmentConfig(until_epoch=-1)
 
 
 def test_datamodule_splits(tmp_path: Path):

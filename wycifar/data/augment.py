@@ -20,12 +20,15 @@ def _rand(n: int, x: torch.Tensor, generator: torch.Generator | None) -> torch.T
     )
 
 
-def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Zero-pad by `padding` and take a random HxW window per image."""
+def random_crop(
+    x: torch.Tensor, padding: int, generator: torch.Generator | None = None, border: str = "zeros"
+) -> torch.Tensor:
+    """Pad by `padding` (zeros: the mean colour; reflection: the image mirrored) and take a random
+    HxW window per image."""
     if padding <= 0:
         return x
     n, _, h, w = x.shape
-    padded = F.pad(x, (padding,) * 4)
+    padded = F.pad(x, (padding,) * 4, mode="reflect" if border == "reflection" else "constant")
     dy = (_rand(n, x, generator) * (2 * padding + 1)).long().clamp_max(2 * padding)
     dx = (_rand(n, x, generator) * (2 * padding + 1)).long().clamp_max(2 * padding)
     rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # N,1,H,1
@@ -118,6 +121,7 @@ def shift_scale_rotate(
 
 
 SSR_BORDERS = ("zeros", "reflection", "border")
+CROP_BORDERS = ("zeros", "reflection")
 # random: each image flipped with probability flip_p, every epoch afresh. alternate (airbench):
 # each image flipped in every other epoch, starting at random, so two epochs in a row show it
 # both ways instead of repeating a view half the time.
@@ -129,6 +133,7 @@ class AugmentConfig:
     """Every augmentation, each off when its probability or size is 0."""
 
     crop_padding: int = 0
+    crop_border: str = "zeros"
     flip_p: float = 0.5
     cutout_p: float = 0.0
     cutout_min: int = 8
@@ -140,6 +145,8 @@ class AugmentConfig:
     ssr_border: str = "zeros"
     cutout_style: str = "cutout"
     flip_mode: str = "random"
+    # from this epoch (counted from 0) on, training images are shown as they are; None: every epoch
+    until_epoch: int | None = None
 
     def __post_init__(self) -> None:
         from wycifar.errors import ConfigError
@@ -161,6 +168,16 @@ class AugmentConfig:
                 f"data.augment.flip_p={self.flip_p!r} is not allowed with flip_mode=alternate, which flips "
                 "each image in every other epoch; set flip_p=0.5"
             )
+        if self.crop_border not in CROP_BORDERS:
+            raise ConfigError(
+                f"data.augment.crop_border={self.crop_border!r} is not allowed; choose one of: {', '.join(CROP_BORDERS)}"
+            )
+        if self.until_epoch is not None and (
+            not isinstance(self.until_epoch, int) or isinstance(self.until_epoch, bool) or self.until_epoch < 0
+        ):
+            raise ConfigError(
+                f"data.augment.until_epoch={self.until_epoch!r} is not allowed; it must be null or a whole number >= 0"
+            )
         if self.ssr_border not in SSR_BORDERS:
             raise ConfigError(
                 f"data.augment.ssr_border={self.ssr_border!r} is not allowed; choose one of: {', '.join(SSR_BORDERS)}"
@@ -175,6 +192,6 @@ def augment_batch(
 ) -> torch.Tensor:
     """`flip` [N] (bool) says which images to mirror where the caller decides it (flip_mode=alternate)."""
     x = shift_scale_rotate(x, cfg.ssr_p, cfg.ssr_shift, cfg.ssr_scale, cfg.ssr_rotate, generator, cfg.ssr_border)
-    x = random_crop(x, cfg.crop_padding, generator)
+    x = random_crop(x, cfg.crop_padding, generator, cfg.crop_border)
     x = random_flip(x, cfg.flip_p, generator, flip)
     return cutout(x, cfg.cutout_p, cfg.cutout_min, cfg.cutout_max, generator, cfg.cutout_style)

@@ -103,6 +103,11 @@ class TensorLoader:
         order = torch.cat([order, order[: total - n]])
         return order[self.rank :: self.world_size]
 
+    @property
+    def augmenting(self) -> bool:
+        until = None if self.augment is None else self.augment.until_epoch
+        return self.augment is not None and (until is None or self.epoch < until)
+
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:
         x = (batch.float() - self.mean) / self.std
         return x.contiguous(memory_format=self.memory_format)
@@ -116,7 +121,7 @@ class TensorLoader:
         for b in range(start, len(self)):
             idx = indices[b * self.batch_size : (b + 1) * self.batch_size]
             x = self.normalize(self.images[idx])
-            if self.augment is not None:
+            if self.augmenting:
                 # one generator per batch: a resumed epoch draws the same augmentations
                 # drawn where the batch lives: a CPU generator would cost a blocking copy per draw on a GPU
                 generator = torch.Generator(device=self.device).manual_seed(

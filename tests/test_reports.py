@@ -16,6 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from wycifar.callbacks.gradcam import GradCAMReport, gradcam_maps
 from wycifar.checkpoints import load_module
+from wycifar.errors import ConfigError
 from wycifar.eval import evaluate
 from wycifar.train import train
 
@@ -140,13 +141,27 @@ def test_eval_reproduces_the_test_accuracy(run, tmp_path):
     best = run["trainer"].checkpoint_callback.best_model_path
     cfg = compose_train(
         tmp_path,
-        [f"ckpt_path={best}", f"data.root={run['data']}", "trainer.accelerator=cpu", "data.eval_batch_size=64"],
+        [
+            f"ckpt_path={best}",
+            f"data.root={run['data']}",
+            "trainer.accelerator=cpu",
+            "data.eval_batch_size=64",
+            "threads=1",
+        ],
         config_name="eval",
     )
-    metrics, _ = evaluate(cfg)
+    threads = torch.get_num_threads()
+    try:
+        metrics, _ = evaluate(cfg)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
     assert metrics["test/acc"] == pytest.approx(run["metrics"]["test/acc"], abs=1e-6)
     for name in ["gradcam.png", "misclassified.png", "confusion_matrix.png", "report.md", "summary.txt"]:
         assert (tmp_path / "run" / name).is_file(), name
+    bad = compose_train(tmp_path / "bad", [f"ckpt_path={best}", "threads=0"], config_name="eval")
+    with pytest.raises(ConfigError, match="threads=0 is not allowed; it must be a whole number >= 1, or null"):
+        evaluate(bad)
 
 
 def test_gradcam_under_inference_mode_keeps_train_state(run):

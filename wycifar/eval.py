@@ -12,12 +12,14 @@ from omegaconf import DictConfig
 from wycifar.builders import build_callbacks, build_loggers, build_trainer, instantiate_checked, resolve_ckpt_path
 from wycifar.checkpoints import load_module
 from wycifar.cli import run_cli
+from wycifar.process import configure_process
 from wycifar.train import accuracy_line
 
 log = logging.getLogger("wycifar.eval")
 
 
 def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict]:
+    configure_process(cfg.get("threads"), cfg.get("keep_freed_memory", True))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.log_dir)
     module = load_module(ckpt_path)

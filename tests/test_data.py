@@ -86,6 +86,8 @@ def test_crop_border_reflection_mirrors_the_image_into_the_padding():
     assert random_crop(ones, 2, torch.Generator().manual_seed(1)).min() == 0
     with pytest.raises(ConfigError, match="data.augment.crop_border='wrap' is not allowed; choose one of: zeros"):
         AugmentConfig(crop_border="wrap")
+    with pytest.raises(ConfigError, match="data.augment.crop_padding=32 is not allowed with crop_border=reflection"):
+        CIFAR10DataModule(root="unused", augment={"crop_padding": 32, "crop_border": "reflection"})
 
 
 def test_flip_and_cutout_and_ssr():

@@ -52,6 +52,11 @@ class CIFAR10DataModule(L.LightningDataModule):
             raise ConfigError(
                 f"data.augment: {error}; allowed keys: {', '.join(AugmentConfig.__dataclass_fields__)}"
             ) from None
+        if self.augment.crop_border == "reflection" and self.augment.crop_padding >= image_size:
+            raise ConfigError(
+                f"data.augment.crop_padding={self.augment.crop_padding} is not allowed with crop_border=reflection; "
+                f"a mirror needs it below data.image_size={image_size}"
+            )
         self.root, self.source, self.download = root, source, download
         self.cache_dir = cache_dir
         self.batch_size, self.eval_batch_size, self.val_size = batch_size, eval_batch_size, val_size

@@ -13,6 +13,11 @@ class ConfigError(WycifarError, ValueError):
     exit_code = 2
 
 
+def check_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
+
+
 class DivergenceError(WycifarError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 

@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from wycifar.errors import ConfigError, DivergenceError
+from wycifar.errors import ConfigError, DivergenceError, check_choice
 from wycifar.models import WyCifarNet
 from wycifar.models.blocks import is_depthwise
 
@@ -45,14 +45,9 @@ class WyCifarModule(L.LightningModule):
             raise ConfigError(f"module.label_smoothing={label_smoothing!r} is not allowed; it must be in [0, 1)")
         if l1_lambda < 0:
             raise ConfigError(f"module.l1_lambda={l1_lambda!r} is not allowed; it must be >= 0")
-        if compile_mode not in COMPILE_MODES:
-            raise ConfigError(
-                f"module.compile_mode={compile_mode!r} is not allowed; choose one of: {', '.join(COMPILE_MODES)}"
-            )
-        if scheduler and scheduler.get("interval", "epoch") not in INTERVALS:
-            raise ConfigError(
-                f"scheduler.interval={scheduler['interval']!r} is not allowed; choose one of: {', '.join(INTERVALS)}"
-            )
+        check_choice("module.compile_mode", compile_mode, COMPILE_MODES)
+        if scheduler:
+            check_choice("scheduler.interval", scheduler.get("interval", "epoch"), INTERVALS)
         self.net = WyCifarNet(**net)
         if channels_last:
             # NHWC is 1.7x faster for these convs on the CPU; the loader yields NHWC batches to match.

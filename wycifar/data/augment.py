@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from wycifar.errors import ConfigError, check_choice
+
 
 def _rand(n: int, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     return torch.rand(n, device=generator.device if generator is not None else x.device, generator=generator).to(
@@ -149,39 +151,25 @@ class AugmentConfig:
     until_epoch: int | None = None
 
     def __post_init__(self) -> None:
-        from wycifar.errors import ConfigError
-
         for key in ("flip_p", "cutout_p", "ssr_p"):
             value = getattr(self, key)
             if not 0 <= value <= 1:
                 raise ConfigError(f"data.augment.{key}={value!r} is not allowed; it must be a probability in [0, 1]")
-        if self.cutout_style not in CUTOUT_STYLES:
-            raise ConfigError(
-                f"data.augment.cutout_style={self.cutout_style!r} is not allowed; choose one of: {', '.join(CUTOUT_STYLES)}"
-            )
-        if self.flip_mode not in FLIP_MODES:
-            raise ConfigError(
-                f"data.augment.flip_mode={self.flip_mode!r} is not allowed; choose one of: {', '.join(FLIP_MODES)}"
-            )
+        check_choice("data.augment.cutout_style", self.cutout_style, CUTOUT_STYLES)
+        check_choice("data.augment.flip_mode", self.flip_mode, FLIP_MODES)
         if self.flip_mode == "alternate" and self.flip_p != 0.5:
             raise ConfigError(
                 f"data.augment.flip_p={self.flip_p!r} is not allowed with flip_mode=alternate, which flips "
                 "each image in every other epoch; set flip_p=0.5"
             )
-        if self.crop_border not in CROP_BORDERS:
-            raise ConfigError(
-                f"data.augment.crop_border={self.crop_border!r} is not allowed; choose one of: {', '.join(CROP_BORDERS)}"
-            )
+        check_choice("data.augment.crop_border", self.crop_border, CROP_BORDERS)
         if self.until_epoch is not None and (
             not isinstance(self.until_epoch, int) or isinstance(self.until_epoch, bool) or self.until_epoch < 0
         ):
             raise ConfigError(
                 f"data.augment.until_epoch={self.until_epoch!r} is not allowed; it must be null or a whole number >= 0"
             )
-        if self.ssr_border not in SSR_BORDERS:
-            raise ConfigError(
-                f"data.augment.ssr_border={self.ssr_border!r} is not allowed; choose one of: {', '.join(SSR_BORDERS)}"
-            )
+        check_choice("data.augment.ssr_border", self.ssr_border, SSR_BORDERS)
         for key in ("crop_padding", "cutout_min", "cutout_max"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"data.augment.{key}={getattr(self, key)!r} is not allowed; it must be >= 0")

@@ -105,8 +105,9 @@ class TensorLoader:
 
     @property
     def augmenting(self) -> bool:
-        until = None if self.augment is None else self.augment.until_epoch
-        return self.augment is not None and (until is None or self.epoch < until)
+        if self.augment is None:
+            return False
+        return self.augment.until_epoch is None or self.epoch < self.augment.until_epoch
 
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:
         x = (batch.float() - self.mean) / self.std

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from wycifar.errors import ConfigError
+from wycifar.errors import ConfigError, check_choice
 
 SOURCES = ("auto", "folder", "torchvision")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
@@ -39,8 +39,7 @@ def is_image_folder(root: Path) -> bool:
 
 
 def resolve_source(root: Path, source: str) -> str:
-    if source not in SOURCES:
-        raise ConfigError(f"data.source={source!r} is not allowed; choose one of: {', '.join(SOURCES)}")
+    check_choice("data.source", source, SOURCES)
     if source != "auto":
         return source
     return "folder" if is_image_folder(root) else "torchvision"

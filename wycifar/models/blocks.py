@@ -13,16 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wycifar.errors import ConfigError
+from wycifar.errors import check_choice
 
 NORMS = ("bn", "gn", "ln")
 CONV_TYPES = ("vanilla", "depthwise", "depthwise_separable")
 DOWNSAMPLING = ("dilated", "strided")
-
-
-def check_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
 
 
 def make_norm(kind: str, channels: int, gn_groups: int = 8) -> nn.Module:

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wycifar.errors import ConfigError
-from wycifar.models.blocks import CONV_TYPES, DOWNSAMPLING, NORMS, WyBlock, WyResidual, check_choice
+from wycifar.errors import ConfigError, check_choice
+from wycifar.models.blocks import CONV_TYPES, DOWNSAMPLING, NORMS, WyBlock, WyResidual
 
 
 def dilated_halving(size: int) -> tuple[int, int]:

@@ -14,6 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from wycifar.errors import ConfigError, DivergenceError, check_choice
 from wycifar.models import WyCifarNet
 from wycifar.models.blocks import is_depthwise
+from wycifar.sam import SAM
 
 INTERVALS = ("epoch", "step")
 DIVERGENCE_CHECK_EVERY = 25
@@ -38,6 +39,7 @@ class WyCifarModule(L.LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         compile_mode: str = "default",
+        sam_rho: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -46,6 +48,8 @@ class WyCifarModule(L.LightningModule):
         if l1_lambda < 0:
             raise ConfigError(f"module.l1_lambda={l1_lambda!r} is not allowed; it must be >= 0")
         check_choice("module.compile_mode", compile_mode, COMPILE_MODES)
+        if isinstance(sam_rho, bool) or not (isinstance(sam_rho, (int, float)) and sam_rho >= 0):
+            raise ConfigError(f"module.sam_rho={sam_rho!r} is not allowed; it must be >= 0 (0: plain steps, no SAM)")
         if scheduler:
             check_choice("scheduler.interval", scheduler.get("interval", "epoch"), INTERVALS)
         self.net = WyCifarNet(**net)
@@ -66,6 +70,7 @@ class WyCifarModule(L.LightningModule):
         self.train_loss = MeanMetric(nan_strategy="disable")
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
+        self._sam: SAM | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.hparams.compile:
@@ -88,6 +93,17 @@ class WyCifarModule(L.LightningModule):
         logits = self(x)
         per_image_loss = self._loss(logits, y, reduction="none")
         loss = per_image_loss.mean()
+        # SAM's second pass, at the perturbed weights, only supplies a gradient: the checks and
+        # metrics are those of the weights being trained
+        if self._sam is None or not self._sam.perturbed:
+            self._check_and_log(loss, per_image_loss, logits, y, batch_idx)
+        if self.hparams.l1_lambda:
+            loss = loss + self.hparams.l1_lambda * self.l1_penalty()
+        return loss
+
+    def _check_and_log(
+        self, loss: torch.Tensor, per_image_loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, batch_idx: int
+    ) -> None:
         # Reading the loss on a GPU waits for the step to finish; a diverged run stays non-finite,
         # so there it is read every DIVERGENCE_CHECK_EVERY steps.
         checked = loss.device.type == "cpu" or batch_idx % DIVERGENCE_CHECK_EVERY == 0
@@ -99,11 +115,8 @@ class WyCifarModule(L.LightningModule):
             )
         self.train_loss(per_image_loss.detach())
         self.train_acc((logits.detach().argmax(1) == y).float())
-        if self.hparams.l1_lambda:
-            loss = loss + self.hparams.l1_lambda * self.l1_penalty()
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
-        return loss
 
     def on_train_start(self) -> None:
         # The sanity check must not leave its numbers in the best-accuracy tracker.
@@ -177,6 +190,8 @@ class WyCifarModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict:
         optimizer = instantiate(self.hparams.optimizer, _convert_="all")(self.parameter_groups())
+        if self.hparams.sam_rho:
+            optimizer = self._sam = SAM(optimizer, self.hparams.sam_rho)
         if not self.hparams.scheduler:
             return {"optimizer": optimizer}
         scheduler_cfg = dict(self.hparams.scheduler)

@@ -40,7 +40,8 @@ def hyperparameter_header(trainer: L.Trainer, pl_module: L.LightningModule) -> s
         f"Precision: {trainer.precision}",
         f"Epochs: {trainer.max_epochs}",
         f"Optimizer: {str(optimizer.get('_target_', '?')).rsplit('.', 1)[-1]} (momentum {optimizer.get('momentum')}, "
-        f"nesterov {optimizer.get('nesterov')})",
+        f"nesterov {optimizer.get('nesterov')})"
+        + (f", sharpness-aware (SAM, rho {hp['sam_rho']})" if hp.get("sam_rho") else ""),
         f"Schedule: {str(scheduler.get('_target_', 'constant')).rsplit('.', 1)[-1]} per {scheduler.get('interval', '-')}"
         + (f", points {scheduler['points']}" if "points" in scheduler else "")
         + (f", max lr {scheduler['max_lr']}" if "max_lr" in scheduler else "")

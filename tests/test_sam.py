@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import Callback
 from wycifar.builders import build_module, build_trainer
 from wycifar.callbacks.epoch_table import hyperparameter_header
 from wycifar.errors import ConfigError
-from wycifar.sam import SAM
+from wycifar.sam import SAM, frozen_norm_statistics
 from wycifar.train import train
 
 
@@ -50,6 +50,19 @@ def test_step_uses_the_gradient_at_the_perturbed_weights():
     assert not optimizer.perturbed
 
 
+def test_frozen_norm_statistics_normalise_with_the_batch_and_keep_the_running_ones():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).train()
+    x = torch.randn(8, 3, 6, 6) * 3 + 1
+    net(x)
+    norm = net[1]
+    before = (norm.running_mean.clone(), norm.running_var.clone(), int(norm.num_batches_tracked))
+    with frozen_norm_statistics(net):
+        y = net(x * 2)
+    assert torch.equal(norm.running_mean, before[0]) and torch.equal(norm.running_var, before[1])
+    assert int(norm.num_batches_tracked) == before[2] and norm.momentum == 0.1
+    assert y.mean(dim=(0, 2, 3)).abs().max() < 1e-5  # still normalised with the batch's own statistics
+
+
 class CountImages(Callback):
     """How many images the training metrics have taken in, after each batch."""
 
@@ -83,6 +96,9 @@ def test_fit_with_sam_learns_and_counts_each_image_once(tmp_path: Path, tiny_dat
     assert trainer.global_step == 6 * 5  # 160 images in batches of 32
     assert len(steps) == 2 * trainer.global_step  # two gradients per step
     assert counter.seen[:5] == [32, 64, 96, 128, 160]  # the metrics see each image once per epoch
+    norms = [m for m in module.net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    # the running statistics were updated once per step, at the weights being trained
+    assert {int(m.num_batches_tracked) for m in norms} == {trainer.global_step}
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.0)  # the schedule drove it
     assert metrics["test/acc"] > 0.5, metrics
     assert "Optimizer: SGD (momentum 0.9, nesterov True), sharpness-aware (SAM, rho 0.05)" in hyperparameter_header(

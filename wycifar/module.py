@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 import lightning as L
@@ -14,7 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from wycifar.errors import ConfigError, DivergenceError, check_choice
 from wycifar.models import WyCifarNet
 from wycifar.models.blocks import is_depthwise
-from wycifar.sam import SAM
+from wycifar.sam import SAM, frozen_norm_statistics
 
 INTERVALS = ("epoch", "step")
 DIVERGENCE_CHECK_EVERY = 25
@@ -90,12 +91,14 @@ class WyCifarModule(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
-        logits = self(x)
+        # SAM's second pass, at the perturbed weights, only supplies a gradient: the norm
+        # statistics, checks and metrics are those of the weights being trained
+        perturbed = self._sam is not None and self._sam.perturbed
+        with frozen_norm_statistics(self.net) if perturbed else nullcontext():
+            logits = self(x)
         per_image_loss = self._loss(logits, y, reduction="none")
         loss = per_image_loss.mean()
-        # SAM's second pass, at the perturbed weights, only supplies a gradient: the checks and
-        # metrics are those of the weights being trained
-        if self._sam is None or not self._sam.perturbed:
+        if not perturbed:
             self._check_and_log(loss, per_image_loss, logits, y, batch_idx)
         if self.hparams.l1_lambda:
             loss = loss + self.hparams.l1_lambda * self.l1_penalty()

@@ -9,9 +9,11 @@ learning rate or momentum there drive both.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
+from torch import nn
 from torch.optim import Optimizer
 
 from wycifar.errors import ConfigError
@@ -61,3 +63,20 @@ class SAM(Optimizer):
         self.base.load_state_dict(state_dict)
         self.param_groups = self.base.param_groups
         self.state = self.base.state
+
+
+@contextmanager
+def frozen_norm_statistics(model: nn.Module) -> Iterator[None]:
+    """BatchNorm layers normalise with the batch but leave their running statistics (and count)
+    alone: SAM's second pass runs at weights that are not the model's, and evaluation should use
+    statistics of the weights it evaluates."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, count) in zip(norms, saved, strict=True):
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(count)

@@ -124,3 +124,18 @@ def test_bad_rho_is_a_one_line_error(tmp_path: Path, rho: str, shown: str):
     cfg = compose_train(tmp_path, [f"module.sam_rho={rho}"])
     with pytest.raises(ConfigError, match=rf"^module.sam_rho={shown} is not allowed; it must be >= 0"):
         build_module(cfg)
+
+
+def test_a_gradient_scaler_is_refused_before_the_first_step(tmp_path: Path, tiny_data: Path):
+    """fp16 on a GPU steps through a GradScaler, which calls the optimiser without a closure."""
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    cfg = compose_train(tmp_path, [*TINY, f"data.root={tiny_data}", "module.sam_rho=0.05"])
+    module = build_module(cfg)
+    scaled = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))
+    trainer = Trainer(accelerator="cpu", plugins=[scaled], max_epochs=1, logger=False, enable_checkpointing=False)
+    weights = {k: v.clone() for k, v in module.state_dict().items()}
+    with pytest.raises(ConfigError, match=r"^module.sam_rho=0.05 does not work with trainer.precision=16-mixed"):
+        trainer.fit(module, datamodule=instantiate(cfg.data))
+    assert all(torch.equal(weights[k], v) for k, v in module.state_dict().items())

@@ -194,6 +194,12 @@ class WyCifarModule(L.LightningModule):
     def configure_optimizers(self) -> dict:
         optimizer = instantiate(self.hparams.optimizer, _convert_="all")(self.parameter_groups())
         if self.hparams.sam_rho:
+            if getattr(self.trainer.strategy.precision_plugin, "scaler", None) is not None:
+                # fp16's gradient scaler steps the optimiser without the closure SAM needs
+                raise ConfigError(
+                    f"module.sam_rho={self.hparams.sam_rho} does not work with "
+                    f"trainer.precision={self.trainer.precision} (a gradient scaler); use bf16-mixed or 32-true"
+                )
             optimizer = self._sam = SAM(optimizer, self.hparams.sam_rho)
         if not self.hparams.scheduler:
             return {"optimizer": optimizer}

@@ -50,6 +50,13 @@ def test_step_uses_the_gradient_at_the_perturbed_weights():
     assert not optimizer.perturbed
 
 
+@pytest.mark.parametrize("rho", [0.0, -0.05])
+def test_sam_used_directly_refuses_a_radius_that_is_not_positive(rho):
+    model = torch.nn.Linear(3, 2)
+    with pytest.raises(ValueError, match=f"SAM needs rho > 0, got {rho}"):
+        SAM(torch.optim.SGD(model.parameters(), lr=0.1), rho=rho)
+
+
 def test_frozen_norm_statistics_normalise_with_the_batch_and_keep_the_running_ones():
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).train()
     x = torch.randn(8, 3, 6, 6) * 3 + 1

@@ -16,13 +16,12 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from wycifar.errors import ConfigError
-
 
 class SAM(Optimizer):
     def __init__(self, base: Optimizer, rho: float = 0.05) -> None:
         if not rho > 0:
-            raise ConfigError(f"module.sam_rho={rho!r} is not allowed; it must be > 0 (0 turns SAM off)")
+            # the user's knob (module.sam_rho) is checked where it is read; this guards direct use
+            raise ValueError(f"SAM needs rho > 0, got {rho!r}")
         # the wrapped defaults too: Lightning's LearningRateMonitor looks there for a momentum
         super().__init__(base.param_groups, {**base.defaults, "rho": rho})
         self.base = base

@@ -40,3 +40,10 @@ def test_weight_decay_reaches_exactly_the_weights_it_should(tmp_path: Path, deca
 def test_decay_norm_and_bias_on_decays_everything(tmp_path: Path):
     _, decayed = decay_after_one_step(tmp_path, ["module.decay_norm_and_bias=true"])
     assert all(decayed.values())
+
+
+def test_adamw_decouples_decay_and_keeps_the_same_exemptions(tmp_path: Path):
+    # the fast recipe's SGD keys removed, as the README's AdamW command does
+    net, decayed = decay_after_one_step(tmp_path, ["optimizer=adamw", "~optimizer.momentum", "~optimizer.nesterov"])
+    for name, shrank in decayed.items():
+        assert shrank == (net.get_parameter(name).ndim > 1), name

@@ -81,6 +81,26 @@ TINY = [
 ]
 
 
+def assert_resume_matches_straight(tmp_path: Path, overrides: list[str]) -> Path:
+    """Train one epoch, resume it to two, train two straight: the two final checkpoints must hold
+    the same weights. Returns the one-epoch run's last checkpoint for further checks."""
+    import torch
+
+    from wycifar.train import train
+
+    runs = {"a": ["trainer.max_epochs=1"], "c": ["trainer.max_epochs=2"]}
+    first = tmp_path / "a" / "run" / "checkpoints" / "last.ckpt"
+    runs["b"] = ["trainer.max_epochs=2", f"ckpt_path={first}"]
+    for name in ("a", "b", "c"):
+        train(compose_train(tmp_path / name, [*overrides, "test=false", *runs[name]]))
+    final = {n: torch.load(tmp_path / n / "run" / "checkpoints" / "last.ckpt", weights_only=True) for n in "bc"}
+    resumed, straight = final["b"]["state_dict"], final["c"]["state_dict"]
+    assert resumed.keys() == straight.keys()
+    for key in straight:
+        assert torch.equal(resumed[key], straight[key]), key
+    return first
+
+
 @pytest.fixture
 def tiny_data(tmp_path_factory) -> Path:
     return make_image_folder(tmp_path_factory.mktemp("tiny"))

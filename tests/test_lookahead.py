@@ -4,14 +4,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, compose_train
+from conftest import TINY, assert_resume_matches_straight
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.demos.boring_classes import BoringModel
 
 from wycifar.callbacks.lookahead import Lookahead
 from wycifar.errors import ConfigError
-from wycifar.train import train
 
 
 class RecordWeights(Callback):
@@ -53,17 +52,10 @@ def test_every_kth_step_lands_alpha_of_the_way_from_the_slow_weights(tmp_path: P
 
 def test_a_resumed_run_keeps_the_slow_weights(tmp_path: Path, tiny_data: Path):
     # 5 steps per epoch, a sync every 3: the step-6 sync of the resumed run needs the step-3 slow weights
-    common = [*TINY, f"data.root={tiny_data}", "test=false", "callbacks=[default,lookahead]", "callbacks.lookahead.k=3"]
-    train(compose_train(tmp_path / "a", [*common, "trainer.max_epochs=1"]))
-    first = tmp_path / "a" / "run" / "checkpoints" / "last.ckpt"
+    overrides = [*TINY, f"data.root={tiny_data}", "callbacks=[default,lookahead]", "callbacks.lookahead.k=3"]
+    first = assert_resume_matches_straight(tmp_path, overrides)
     state = next(v for k, v in torch.load(first, weights_only=True)["callbacks"].items() if k.startswith("Lookahead"))
     assert state["synced_step"] == 3
-    train(compose_train(tmp_path / "b", [*common, "trainer.max_epochs=2", f"ckpt_path={first}"]))
-    train(compose_train(tmp_path / "c", [*common, "trainer.max_epochs=2"]))
-    resumed = torch.load(tmp_path / "b" / "run" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    straight = torch.load(tmp_path / "c" / "run" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    for key in straight:
-        assert torch.equal(resumed[key], straight[key]), key
 
 
 @pytest.mark.parametrize(

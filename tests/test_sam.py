@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, compose_train
+from conftest import TINY, assert_resume_matches_straight, compose_train
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 
@@ -12,7 +12,6 @@ from wycifar.builders import build_module, build_trainer
 from wycifar.callbacks.epoch_table import hyperparameter_header
 from wycifar.errors import ConfigError
 from wycifar.sam import SAM, frozen_norm_statistics
-from wycifar.train import train
 
 
 def test_step_uses_the_gradient_at_the_perturbed_weights():
@@ -114,16 +113,9 @@ def test_fit_with_sam_learns_and_counts_each_image_once(tmp_path: Path, tiny_dat
 
 
 def test_resumed_sam_run_ends_where_an_uninterrupted_one_does(tmp_path: Path, tiny_data: Path):
-    base = [*TINY, f"data.root={tiny_data}", "test=false", "module.sam_rho=0.05", "optimizer.momentum=0.9"]
-    train(compose_train(tmp_path / "a", [*base, "trainer.max_epochs=1"]))
-    last = tmp_path / "a" / "run" / "checkpoints" / "last.ckpt"
+    base = [*TINY, f"data.root={tiny_data}", "module.sam_rho=0.05", "optimizer.momentum=0.9"]
+    last = assert_resume_matches_straight(tmp_path, base)
     assert torch.load(last, weights_only=True)["optimizer_states"][0]["state"]  # momentum buffers saved
-    train(compose_train(tmp_path / "b", [*base, "trainer.max_epochs=2", f"ckpt_path={last}"]))
-    train(compose_train(tmp_path / "c", [*base, "trainer.max_epochs=2"]))
-    resumed = torch.load(tmp_path / "b" / "run" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    straight = torch.load(tmp_path / "c" / "run" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    for key in straight:
-        assert torch.equal(resumed[key], straight[key]), key
 
 
 @pytest.mark.parametrize(("rho", "shown"), [("-0.1", "-0.1"), ("true", "True")])

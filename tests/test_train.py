@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, TINY, compose_train, link_real_subset
+from conftest import ROOT, TINY, assert_resume_matches_straight, compose_train, link_real_subset
 
 from wycifar.builders import map_gpus
 from wycifar.errors import ConfigError
@@ -88,28 +88,12 @@ def test_one_real_epoch_beats_chance(tmp_path: Path, real_data: Path):
 
 
 def test_resume_continues_where_it_stopped(tmp_path: Path, tiny_data: Path):
-    first = compose_train(tmp_path / "a", [*TINY, f"data.root={tiny_data}", "trainer.max_epochs=1", "test=false"])
-    _, objects = train(first)
-    last = tmp_path / "a" / "run" / "checkpoints" / "last.ckpt"
-    assert objects["trainer"].global_step == 5  # 160 images in batches of 32
-    ckpt = torch.load(last, weights_only=True)
-    assert ckpt["epoch"] == 0
-
-    resumed = compose_train(
-        tmp_path / "b", [*TINY, f"data.root={tiny_data}", "trainer.max_epochs=2", "test=false", f"ckpt_path={last}"]
-    )
-    _, objects = train(resumed)
-    assert objects["trainer"].current_epoch == 2
-    assert objects["trainer"].global_step == 2 * ckpt["global_step"]
-
     # the interrupted-and-resumed run ends exactly where an uninterrupted one does
-    straight = compose_train(tmp_path / "c", [*TINY, f"data.root={tiny_data}", "trainer.max_epochs=2", "test=false"])
-    train(straight)
-    resumed_state = torch.load(tmp_path / "b" / "run" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    straight_state = torch.load(tmp_path / "c" / "run" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    assert resumed_state.keys() == straight_state.keys()
-    for key in straight_state:
-        assert torch.equal(resumed_state[key], straight_state[key]), key
+    first = assert_resume_matches_straight(tmp_path, [*TINY, f"data.root={tiny_data}"])
+    ckpt = torch.load(first, weights_only=True)
+    assert ckpt["epoch"] == 0 and ckpt["global_step"] == 5  # 160 images in batches of 32
+    resumed = torch.load(tmp_path / "b" / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["epoch"] == 1 and resumed["global_step"] == 10
 
 
 def test_gpus_maps_to_accelerator_and_devices(monkeypatch):

@@ -88,11 +88,14 @@ def assert_resume_matches_straight(tmp_path: Path, overrides: list[str]) -> Path
 
     from wycifar.train import train
 
-    runs = {"a": ["trainer.max_epochs=1"], "c": ["trainer.max_epochs=2"]}
     first = tmp_path / "a" / "run" / "checkpoints" / "last.ckpt"
-    runs["b"] = ["trainer.max_epochs=2", f"ckpt_path={first}"]
-    for name in ("a", "b", "c"):
-        train(compose_train(tmp_path / name, [*overrides, "test=false", *runs[name]]))
+    runs = {
+        "a": ["trainer.max_epochs=1"],
+        "b": ["trainer.max_epochs=2", f"ckpt_path={first}"],  # resumes a
+        "c": ["trainer.max_epochs=2"],
+    }
+    for name, extra in runs.items():
+        train(compose_train(tmp_path / name, [*overrides, "test=false", *extra]))
     final = {n: torch.load(tmp_path / n / "run" / "checkpoints" / "last.ckpt", weights_only=True) for n in "bc"}
     resumed, straight = final["b"]["state_dict"], final["c"]["state_dict"]
     assert resumed.keys() == straight.keys()

@@ -68,6 +68,6 @@ def test_bad_update_interval_is_refused():
     from wycifar.errors import ConfigError
 
     with pytest.raises(
-        ConfigError, match=r"callbacks.ema.update_every_n_steps=0 is invalid: allowed a whole number >= 1"
+        ConfigError, match=r"callbacks.ema.update_every_n_steps=0 is not allowed; it must be a whole number >= 1"
     ):
         WarmupEMA(update_every_n_steps=0)

@@ -61,8 +61,8 @@ def test_a_resumed_run_keeps_the_slow_weights(tmp_path: Path, tiny_data: Path):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"k": 0}, "callbacks.lookahead.k=0 is invalid: allowed a whole number >= 1"),
-        ({"k": 2.5}, "callbacks.lookahead.k=2.5 is invalid: allowed a whole number >= 1"),
+        ({"k": 0}, "callbacks.lookahead.k=0 is not allowed; it must be a whole number >= 1"),
+        ({"k": 2.5}, "callbacks.lookahead.k=2.5 is not allowed; it must be a whole number >= 1"),
         ({"alpha": 0.0}, "callbacks.lookahead.alpha=0.0 is invalid: allowed 0 < alpha <= 1"),
         ({"alpha": 1.5}, "callbacks.lookahead.alpha=1.5 is invalid: allowed 0 < alpha <= 1"),
     ],

@@ -18,6 +18,11 @@ def check_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ConfigError(f"{key}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
 
 
+def check_whole_number(key: str, value: object, minimum: int = 1) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{key}={value!r} is not allowed; it must be a whole number >= {minimum}")
+
+
 class DivergenceError(WycifarError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 

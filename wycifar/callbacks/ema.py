@@ -7,7 +7,7 @@ from functools import partial
 import torch
 from lightning.pytorch.callbacks import WeightAveraging
 
-from wycifar.errors import ConfigError
+from wycifar.errors import ConfigError, check_whole_number
 
 
 def warmup_ema(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor, *, decay: float):
@@ -24,10 +24,7 @@ class WarmupEMA(WeightAveraging):
     def __init__(self, decay: float = 0.999, update_every_n_steps: int = 1, **kwargs):
         if not 0.0 < decay < 1.0:
             raise ConfigError(f"callbacks.ema.decay={decay!r} is invalid: allowed 0 < decay < 1")
-        if not isinstance(update_every_n_steps, int) or update_every_n_steps < 1:
-            raise ConfigError(
-                f"callbacks.ema.update_every_n_steps={update_every_n_steps!r} is invalid: allowed a whole number >= 1"
-            )
+        check_whole_number("callbacks.ema.update_every_n_steps", update_every_n_steps)
         super().__init__(avg_fn=partial(warmup_ema, decay=decay), **kwargs)
         self.update_every_n_steps = update_every_n_steps
 

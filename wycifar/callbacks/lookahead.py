@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from wycifar.errors import ConfigError
+from wycifar.errors import ConfigError, check_whole_number
 
 
 class Lookahead(Callback):
@@ -14,8 +14,7 @@ class Lookahead(Callback):
     optimiser wrapper so the schedule, SAM and Lightning's optimiser loop see the plain optimiser."""
 
     def __init__(self, k: int = 5, alpha: float = 0.5):
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise ConfigError(f"callbacks.lookahead.k={k!r} is invalid: allowed a whole number >= 1")
+        check_whole_number("callbacks.lookahead.k", k)
         if not 0.0 < alpha <= 1.0:
             raise ConfigError(f"callbacks.lookahead.alpha={alpha!r} is invalid: allowed 0 < alpha <= 1")
         self.k = k

@@ -10,7 +10,7 @@ import torch
 from wycifar.data.augment import AugmentConfig
 from wycifar.data.loader import CIFAR10_MEAN, CIFAR10_STD, TensorLoader
 from wycifar.data.sources import Split, load_split
-from wycifar.errors import ConfigError
+from wycifar.errors import ConfigError, check_whole_number
 
 
 class CIFAR10DataModule(L.LightningDataModule):
@@ -42,8 +42,7 @@ class CIFAR10DataModule(L.LightningDataModule):
             ("eval_batch_size", eval_batch_size),
             ("image_size", image_size),
         ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"data.{key}={value!r} is not allowed; it must be a whole number >= 1")
+            check_whole_number(f"data.{key}", value)
         if not isinstance(val_size, int) or val_size < 0:
             raise ConfigError(f"data.val_size={val_size!r} is not allowed; it must be a whole number >= 0")
         try:

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wycifar.errors import ConfigError, check_choice
+from wycifar.errors import ConfigError, check_choice, check_whole_number
 from wycifar.models.blocks import CONV_TYPES, DOWNSAMPLING, NORMS, WyBlock, WyResidual
 
 
@@ -58,8 +58,7 @@ class WyCifarNet(nn.Module):
             ("num_classes", num_classes),
             ("image_size", image_size),
         ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"model.{key}={value!r} is not allowed; it must be a whole number >= 1")
+            check_whole_number(f"model.{key}", value)
         if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
             raise ConfigError(f"model.dropout={dropout!r} is not allowed; it must be in [0, 1)")
         self.dropout = float(dropout)

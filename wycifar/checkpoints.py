@@ -51,6 +51,9 @@ def slim_checkpoint(src: str | Path, dst: str | Path) -> Path:
     what is shipped under results/ for evaluation and prediction."""
     checkpoint = read_checkpoint(src)
     slim = {k: checkpoint[k] for k in SLIM_KEYS if k in checkpoint}
+    if slim.get("hyper_parameters", {}).get("net", {}).get("reparam"):
+        # shipped as the plain network that model.reparam's training-time branches fold into
+        WyCifarModule(**slim["hyper_parameters"]).on_load_checkpoint(slim)
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.tmp")

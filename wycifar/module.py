@@ -167,8 +167,22 @@ class WyCifarModule(L.LightningModule):
             }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if "torch_rng_state" in checkpoint and self._trainer is not None and self._trainer.state.fn == "fit":
+        fitting = self._trainer is not None and self._trainer.state.fn == "fit"
+        if "torch_rng_state" in checkpoint and fitting:
             torch.set_rng_state(checkpoint["torch_rng_state"])
+        if self.net.reparam and not fitting:
+            # Test, evaluation, export and prediction run the plain network the branches fold into.
+            net_state = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+            self.net.load_state_dict(net_state)
+            self.fold_branches()
+            checkpoint["state_dict"] = self.state_dict()
+            checkpoint["hyper_parameters"] = dict(self.hparams)
+
+    def fold_branches(self) -> None:
+        """model.reparam's training-time branches folded into the plain network, in place."""
+        if self.net.fold_branches():
+            self.hparams.net = {**self.hparams.net, "reparam": False}
+            self._compiled.clear()
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch

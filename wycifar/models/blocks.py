@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wycifar.errors import check_choice
+from wycifar.models.reparam import BranchedDepthwise
 
 NORMS = ("bn", "gn", "ln")
 CONV_TYPES = ("vanilla", "depthwise", "depthwise_separable")
@@ -43,6 +44,8 @@ class WyConv2d(nn.Module):
       convolution whenever the channel counts allow it).
     - depthwise_separable: depthwise k x k (groups = in) followed by a pointwise 1x1.
     A 1x1 kernel is always a single dense convolution (it is the skip projection).
+    `branches`: a depthwise_separable conv that keeps the resolution trains its depthwise filter
+    as parallel branches that fold into it for test and export (wycifar.models.reparam).
     """
 
     def __init__(
@@ -55,6 +58,7 @@ class WyConv2d(nn.Module):
         stride: int = 1,
         padding: int = 1,
         dilation: int = 1,
+        branches: bool = False,
     ) -> None:
         super().__init__()
         check_choice("model.conv", conv, CONV_TYPES)
@@ -70,16 +74,19 @@ class WyConv2d(nn.Module):
         elif conv == "depthwise":
             layers = [nn.Conv2d(in_channels, out_channels, groups=math.gcd(in_channels, out_channels), **spatial)]
         else:
-            layers = [
-                nn.Conv2d(in_channels, in_channels, groups=in_channels, **spatial),
-                nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False),
-            ]
+            keeps_resolution = (kernel_size, stride, padding, dilation) == (3, 1, 1, 1)
+            depthwise = (
+                BranchedDepthwise(in_channels)
+                if branches and keeps_resolution
+                else nn.Conv2d(in_channels, in_channels, groups=in_channels, **spatial)
+            )
+            layers = [depthwise, nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False)]
         self.layers = nn.Sequential(*layers)
         # torch 2.14's oneDNN has no fast bf16 kernel for a dilated grouped conv: under CPU bf16
         # autocast it falls back to a gemm path over 10x slower than its fp32 kernel, which made
         # bf16 training slower than fp32 overall. Such a conv runs in fp32 even under autocast.
         first = layers[0]
-        self.fp32_under_cpu_autocast = first.groups > 1 and max(first.dilation) > 1
+        self.fp32_under_cpu_autocast = isinstance(first, nn.Conv2d) and first.groups > 1 and max(first.dilation) > 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.subsample > 1:
@@ -111,11 +118,20 @@ class WyResidual(nn.Module):
         dilation: int = 1,
         skip_1x1: bool = True,
         gn_groups: int = 8,
+        branches: bool = False,
     ) -> None:
         super().__init__()
-        self.conv1 = WyConv2d(in_channels, out_channels, conv=conv, stride=stride, padding=padding, dilation=dilation)
+        self.conv1 = WyConv2d(
+            in_channels,
+            out_channels,
+            conv=conv,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            branches=branches,
+        )
         self.norm1 = make_norm(norm, out_channels, gn_groups)
-        self.conv2 = WyConv2d(out_channels, out_channels, conv=conv)
+        self.conv2 = WyConv2d(out_channels, out_channels, conv=conv, branches=branches)
         self.norm2 = make_norm(norm, out_channels, gn_groups)
         reshapes = in_channels != out_channels or stride != 1 or dilation != 1
         self.identity_skip = not reshapes

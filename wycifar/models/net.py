@@ -8,6 +8,7 @@ from torch import nn
 
 from wycifar.errors import ConfigError, check_choice, check_whole_number
 from wycifar.models.blocks import CONV_TYPES, DOWNSAMPLING, NORMS, WyBlock, WyResidual
+from wycifar.models.reparam import fold_depthwise
 
 
 def dilated_halving(size: int) -> tuple[int, int]:
@@ -46,6 +47,7 @@ class WyCifarNet(nn.Module):
         in_channels: int = 3,
         gn_groups: int = 8,
         zero_init_residual: bool = False,
+        reparam: bool = False,
     ) -> None:
         super().__init__()
         check_choice("model.norm", norm, NORMS)
@@ -59,6 +61,14 @@ class WyCifarNet(nn.Module):
             ("image_size", image_size),
         ):
             check_whole_number(f"model.{key}", value)
+        if not isinstance(reparam, bool):
+            raise ConfigError(f"model.reparam={reparam!r} is not allowed; it must be true or false")
+        if reparam and (norm, conv) != ("bn", "depthwise_separable"):
+            # the branches' constant is absorbed by a BatchNorm after a pointwise conv
+            raise ConfigError(
+                f"model.reparam=true needs model.norm=bn and model.conv=depthwise_separable (got norm={norm}, conv={conv})"
+            )
+        self.reparam = reparam
         if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
             raise ConfigError(f"model.dropout={dropout!r} is not allowed; it must be in [0, 1)")
         self.dropout = float(dropout)
@@ -86,10 +96,12 @@ class WyCifarNet(nn.Module):
                     dilation=dilation,
                     skip_1x1=skip_1x1,
                     gn_groups=gn_groups,
+                    branches=reparam,
                 )
             ]
             units += [
-                WyResidual(width, width, conv=conv, norm=norm, gn_groups=gn_groups) for _ in range(units_per_block - 1)
+                WyResidual(width, width, conv=conv, norm=norm, gn_groups=gn_groups, branches=reparam)
+                for _ in range(units_per_block - 1)
             ]
             blocks.append(WyBlock(units))
             channels = width
@@ -113,6 +125,17 @@ class WyCifarNet(nn.Module):
             if index == self.dropout_after and self.dropout:
                 x = F.dropout(x, self.dropout, self.training)
         return self.classifier(self.pool(x)).flatten(1)
+
+    def fold_branches(self) -> int:
+        """Folds the training-time branches (model.reparam) into the plain network, in place: the
+        same outputs in eval mode, the parameters of model.reparam=false. Returns how many convs."""
+        folded = 0
+        for block in self.blocks:
+            for unit in block.units:
+                folded += fold_depthwise(unit.conv1.layers, unit.norm1)
+                folded += fold_depthwise(unit.conv2.layers, unit.norm2)
+        self.reparam = False
+        return folded
 
     @property
     def gradcam_layer(self) -> nn.Module:

@@ -81,6 +81,8 @@ def test_reparam_run_tests_exports_and_ships_the_plain_network(tmp_path: Path, t
     )
     eval_metrics, _ = evaluate(eval_cfg)
     assert eval_metrics["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
+    # so does loading it for prediction
+    assert not any(isinstance(m, BranchedDepthwise) for m in load_module(best).net.modules())
 
     # the shipped checkpoint is a plain model.reparam=false checkpoint with the same outputs
     slim = slim_checkpoint(best, tmp_path / "shipped.ckpt")

@@ -81,6 +81,15 @@ TINY = [
 ]
 
 
+def evaluate_checkpoint(tmp_path: Path, ckpt: str | Path, data_root: Path, extra: list[str] | None = None) -> dict:
+    """`python -m wycifar.eval ckpt_path=<ckpt>` on the CPU, composed into tmp_path; its metrics."""
+    from wycifar.eval import evaluate
+
+    overrides = [f"ckpt_path={ckpt}", f"data.root={data_root}", "trainer.accelerator=cpu", "data.eval_batch_size=64"]
+    metrics, _ = evaluate(compose_train(tmp_path, overrides + (extra or []), config_name="eval"))
+    return metrics
+
+
 def assert_resume_matches_straight(tmp_path: Path, overrides: list[str]) -> Path:
     """Train one epoch, resume it to two, train two straight: the two final checkpoints must hold
     the same weights. Returns the one-epoch run's last checkpoint for further checks."""

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, TINY, compose_train
+from conftest import ROOT, TINY, compose_train, evaluate_checkpoint
 
 from wycifar.callbacks.ema import warmup_ema
-from wycifar.eval import evaluate
 from wycifar.train import train
 
 
@@ -33,12 +32,7 @@ def test_ema_run_tests_and_ships_the_average(tmp_path: Path, tiny_data: Path):
     weight = "net.head.weight" if "net.head.weight" in average else next(k for k in average if k.endswith("weight"))
     assert not torch.equal(average[weight], current[weight])
     # Evaluating the checkpoint gives the test accuracy the run reported: the average was tested.
-    eval_cfg = compose_train(
-        tmp_path / "eval",
-        [f"ckpt_path={best}", f"data.root={tiny_data}", "trainer.accelerator=cpu", "data.eval_batch_size=64"],
-        config_name="eval",
-    )
-    eval_metrics, _ = evaluate(eval_cfg)
+    eval_metrics = evaluate_checkpoint(tmp_path / "eval", best, tiny_data)
     assert eval_metrics["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
 
 

@@ -5,11 +5,10 @@ from pathlib import Path
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import TINY, assert_resume_matches_straight, compose_train
+from conftest import TINY, assert_resume_matches_straight, compose_train, evaluate_checkpoint
 
 from wycifar.checkpoints import load_module, read_checkpoint, slim_checkpoint
 from wycifar.errors import ConfigError
-from wycifar.eval import evaluate
 from wycifar.models import WyCifarNet
 from wycifar.models.reparam import BranchedDepthwise
 from wycifar.train import train
@@ -74,12 +73,7 @@ def test_reparam_run_tests_exports_and_ships_the_plain_network(tmp_path: Path, t
     assert abs(logits - expected).max() < 1e-3
 
     # evaluating the checkpoint tests the folded network and gets the run's accuracy
-    eval_cfg = compose_train(
-        tmp_path / "eval",
-        [f"ckpt_path={best}", f"data.root={tiny_data}", "trainer.accelerator=cpu", "data.eval_batch_size=64"],
-        config_name="eval",
-    )
-    eval_metrics, _ = evaluate(eval_cfg)
+    eval_metrics = evaluate_checkpoint(tmp_path / "eval", best, tiny_data)
     assert eval_metrics["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
     # so does loading it for prediction
     assert not any(isinstance(m, BranchedDepthwise) for m in load_module(best).net.modules())

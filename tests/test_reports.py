@@ -10,7 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import TINY, compose_train, make_image_folder
+from conftest import TINY, compose_train, evaluate_checkpoint, make_image_folder
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -139,20 +139,9 @@ def test_confusion_matrix_counts_every_test_image(run):
 
 def test_eval_reproduces_the_test_accuracy(run, tmp_path):
     best = run["trainer"].checkpoint_callback.best_model_path
-    cfg = compose_train(
-        tmp_path,
-        [
-            f"ckpt_path={best}",
-            f"data.root={run['data']}",
-            "trainer.accelerator=cpu",
-            "data.eval_batch_size=64",
-            "threads=1",
-        ],
-        config_name="eval",
-    )
     threads = torch.get_num_threads()
     try:
-        metrics, _ = evaluate(cfg)
+        metrics = evaluate_checkpoint(tmp_path, best, run["data"], ["threads=1"])
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)

@@ -42,6 +42,7 @@ def page_faults_per_step(mode: str) -> list[int]:
     return [int(line) for line in result.stdout.split()]
 
 
+@pytest.mark.slow  # two fresh processes, ~25 s on 2 cores
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
 def test_keeping_freed_memory_stops_refaulting_pages_every_step():
     plain, kept = page_faults_per_step("plain"), page_faults_per_step("keep")

@@ -27,20 +27,28 @@ def assert_one_line_error(result, fragment: str, code: int = 2):
     assert last.startswith("error: ") and fragment in last, last
 
 
+# Each case is a fresh process (~10 s on 2 cores): the ones marked slow run with `make test-slow`.
+SLOW = pytest.mark.slow
+
+
 @pytest.mark.parametrize(
     "override,fragment",
     [
         ("model.norm=xyz", "model.norm='xyz' is not allowed; choose one of: bn, gn, ln"),
-        ("model.conv=depthwise_seperable", "model.conv='depthwise_seperable' is not allowed"),
-        ("data.source=imagenet", "data.source='imagenet' is not allowed"),
+        pytest.param("model.conv=depthwise_seperable", "model.conv='depthwise_seperable' is not allowed", marks=SLOW),
+        pytest.param("data.source=imagenet", "data.source='imagenet' is not allowed", marks=SLOW),
         ("data.batch_size=0", "data.batch_size=0 is not allowed"),
         ("trainer.max_epochs=-3", "trainer.max_epochs=-3 is not allowed"),
-        ("optimizer.lr=-0.1", "optimizer.lr=-0.1 is not allowed"),
-        ("model.dropout=1.0", "model.dropout=1.0 is not allowed"),
-        ("data.batch_size=abc", "data.batch_size='abc' is not allowed"),
+        pytest.param("optimizer.lr=-0.1", "optimizer.lr=-0.1 is not allowed", marks=SLOW),
+        pytest.param("model.dropout=1.0", "model.dropout=1.0 is not allowed", marks=SLOW),
+        pytest.param("data.batch_size=abc", "data.batch_size='abc' is not allowed", marks=SLOW),
         ("trainer.precision=17", "trainer:"),
-        ("module.compile_mode=fastest", "module.compile_mode='fastest' is not allowed; choose one of: default"),
-        ("data.augment.ssr_border=wrap", "data.augment.ssr_border='wrap' is not allowed"),
+        pytest.param(
+            "module.compile_mode=fastest",
+            "module.compile_mode='fastest' is not allowed; choose one of: default",
+            marks=SLOW,
+        ),
+        pytest.param("data.augment.ssr_border=wrap", "data.augment.ssr_border='wrap' is not allowed", marks=SLOW),
         (
             "scheduler.momentum_points=[[0,0.9],[4,1.5]]",
             "scheduler.momentum_points=[[0, 0.9], [4, 1.5]] is not allowed",

@@ -27,7 +27,6 @@ class BranchedDepthwise(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.channels = channels
         self.conv3 = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
         self.norm3 = nn.BatchNorm2d(channels)
         self.norm_identity = nn.BatchNorm2d(channels)
@@ -54,12 +53,9 @@ def fold_depthwise(layers: nn.Sequential, next_norm: nn.BatchNorm2d) -> bool:
     if not isinstance(branched, BranchedDepthwise):
         return False
     kernel, bias = branched.folded()
-    channels = branched.channels
-    plain = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
-    plain = plain.to(device=kernel.device, dtype=kernel.dtype)
+    # the 3x3 branch's conv is the plain depthwise conv; it already has the device, dtype and layout
+    plain = branched.conv3
     plain.weight.copy_(kernel)
-    if branched.conv3.weight.is_contiguous(memory_format=torch.channels_last):
-        plain = plain.to(memory_format=torch.channels_last)
     layers[0] = plain
     # the bias, through the pointwise conv, is a per-channel constant the next norm subtracts
     next_norm.running_mean.sub_(layers[1].weight[:, :, 0, 0] @ bias)

@@ -3,11 +3,12 @@ import re
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import SHARED
 
 from wycifar.errors import ConfigError
 from wycifar.models import WyCifarNet
-from wycifar.models.blocks import CONV_TYPES, DOWNSAMPLING, NORMS
+from wycifar.models.blocks import CONV_TYPES, DOWNSAMPLING, NORMS, WyResidual
 from wycifar.models.summary import summarize
 
 SEED_README = SHARED / "reference" / "seed-README.md"
@@ -97,6 +98,7 @@ def test_depth_and_width_knobs(blocks, units, width):
         ({"downsample": "pool"}, "model.downsample='pool'"),
         ({"dropout": 1.0}, "model.dropout=1.0"),
         ({"num_blocks": 0}, "model.num_blocks=0"),
+        ({"activation": "swish"}, "model.activation='swish'"),
     ],
 )
 def test_bad_knobs_raise_one_clear_error(kwargs, fragment):
@@ -166,3 +168,32 @@ def test_zero_init_residual_starts_every_unit_with_a_skip_as_its_skip():
     x = torch.randn(2, 64, 16, 16)
     identity_unit = net.blocks[1].units[1]
     assert torch.allclose(identity_unit(x.clone()), torch.relu(x))
+
+
+@pytest.mark.parametrize("activation", ["gelu", "silu", "hardswish"])
+def test_activation_knob_swaps_every_activation_and_keeps_the_parameters(activation):
+    """The knob changes what every unit computes (a ReLU network's outputs differ), nothing it
+    holds; its in-place functions give the gradients of the out-of-place ones (float64)."""
+    x = torch.randn(4, 3, 32, 32, dtype=torch.float64)
+    nets = {}
+    for name in ("relu", activation):
+        torch.manual_seed(0)
+        nets[name] = WyCifarNet(activation=name, dropout=0.0).double()
+    net, relu_net = nets[activation], nets["relu"]
+    assert sum(p.numel() for p in net.parameters()) == 95_653
+    assert net.state_dict().keys() == relu_net.state_dict().keys()
+    assert not torch.allclose(net(x), relu_net(x))
+
+    reference_fn = {"gelu": F.gelu, "silu": F.silu, "hardswish": F.hardswish}[activation]
+    torch.manual_seed(0)
+    reference = WyCifarNet(activation=activation, dropout=0.0).double()
+    units = [m for m in reference.modules() if isinstance(m, WyResidual)]
+    assert len(units) == 6
+    for unit in units:
+        unit.activation = reference_fn
+    torch.manual_seed(1)
+    target = torch.randint(0, 10, (4,))
+    F.cross_entropy(net(x), target).backward()
+    F.cross_entropy(reference(x), target).backward()
+    for p, q in zip(net.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=1e-12)

@@ -21,6 +21,28 @@ CONV_TYPES = ("vanilla", "depthwise", "depthwise_separable")
 DOWNSAMPLING = ("dilated", "strided")
 
 
+# Module-level functions, not lambdas, so that a network stays picklable (ddp_spawn, deepcopy).
+def _relu(x: torch.Tensor) -> torch.Tensor:
+    return F.relu(x, inplace=True)
+
+
+def _gelu(x: torch.Tensor) -> torch.Tensor:
+    return F.gelu(x)
+
+
+def _silu(x: torch.Tensor) -> torch.Tensor:
+    return F.silu(x, inplace=True)
+
+
+def _hardswish(x: torch.Tensor) -> torch.Tensor:
+    return F.hardswish(x)
+
+
+# In place where the function allows it: norm outputs are not needed by their backward, and on
+# 2 CPU cores every elementwise pass over the activations costs as much as a depthwise conv.
+ACTIVATIONS = {"relu": _relu, "gelu": _gelu, "silu": _silu, "hardswish": _hardswish}
+
+
 def make_norm(kind: str, channels: int, gn_groups: int = 8) -> nn.Module:
     """bn: BatchNorm; gn: GroupNorm with up to `gn_groups` groups; ln: one group over C, H, W."""
     check_choice("model.norm", kind, NORMS)
@@ -99,7 +121,7 @@ class WyConv2d(nn.Module):
 
 
 class WyResidual(nn.Module):
-    """relu(norm(conv2(relu(norm(conv1(x))))) + skip(x)).
+    """act(norm(conv2(act(norm(conv1(x))))) + skip(x)), act being ReLU unless `activation` says.
 
     conv1 may downsample (by its dilation or its stride). The skip is the identity when the shape
     is unchanged, a 1x1 projection + norm when it changes and `skip_1x1` is set, and absent
@@ -119,8 +141,11 @@ class WyResidual(nn.Module):
         skip_1x1: bool = True,
         gn_groups: int = 8,
         branches: bool = False,
+        activation: str = "relu",
     ) -> None:
         super().__init__()
+        check_choice("model.activation", activation, tuple(ACTIVATIONS))
+        self.activation = ACTIVATIONS[activation]
         self.conv1 = WyConv2d(
             in_channels,
             out_channels,
@@ -149,15 +174,13 @@ class WyResidual(nn.Module):
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # In place: norm outputs are not needed by their backward, and on 2 CPU cores every
-        # elementwise pass over the activations costs as much as a depthwise conv.
-        y = F.relu(self.norm1(self.conv1(x)), inplace=True)
+        y = self.activation(self.norm1(self.conv1(x)))
         y = self.norm2(self.conv2(y))
         if self.identity_skip:
             y += x
         elif self.skip is not None:
             y += self.skip(x)
-        return F.relu(y, inplace=True)
+        return self.activation(y)
 
 
 class WyBlock(nn.Module):

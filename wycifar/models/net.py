@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wycifar.errors import ConfigError, check_choice, check_whole_number
-from wycifar.models.blocks import CONV_TYPES, DOWNSAMPLING, NORMS, WyBlock, WyResidual
+from wycifar.models.blocks import ACTIVATIONS, CONV_TYPES, DOWNSAMPLING, NORMS, WyBlock, WyResidual
 from wycifar.models.reparam import fold_depthwise
 
 
@@ -48,9 +48,11 @@ class WyCifarNet(nn.Module):
         gn_groups: int = 8,
         zero_init_residual: bool = False,
         reparam: bool = False,
+        activation: str = "relu",
     ) -> None:
         super().__init__()
         check_choice("model.norm", norm, NORMS)
+        check_choice("model.activation", activation, tuple(ACTIVATIONS))
         check_choice("model.conv", conv, CONV_TYPES)
         check_choice("model.downsample", downsample, DOWNSAMPLING)
         for key, value in (
@@ -97,10 +99,13 @@ class WyCifarNet(nn.Module):
                     skip_1x1=skip_1x1,
                     gn_groups=gn_groups,
                     branches=reparam,
+                    activation=activation,
                 )
             ]
             units += [
-                WyResidual(width, width, conv=conv, norm=norm, gn_groups=gn_groups, branches=reparam)
+                WyResidual(
+                    width, width, conv=conv, norm=norm, gn_groups=gn_groups, branches=reparam, activation=activation
+                )
                 for _ in range(units_per_block - 1)
             ]
             blocks.append(WyBlock(units))
@@ -139,5 +144,5 @@ class WyCifarNet(nn.Module):
 
     @property
     def gradcam_layer(self) -> nn.Module:
-        """The layer GradCAM looks at: the last block (its output is after the final ReLU)."""
+        """The layer GradCAM looks at: the last block (its output is after the final activation)."""
         return self.blocks[-1]

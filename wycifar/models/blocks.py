@@ -38,8 +38,9 @@ def _hardswish(x: torch.Tensor) -> torch.Tensor:
     return F.hardswish(x)
 
 
-# In place where the function allows it: norm outputs are not needed by their backward, and on
-# 2 CPU cores every elementwise pass over the activations costs as much as a depthwise conv.
+# ReLU and SiLU run in place (tests/test_model.py checks their gradients against the out-of-place
+# ones): norm outputs are not needed by the norm's backward, and on 2 CPU cores every elementwise
+# pass over the activations costs as much as a depthwise conv.
 ACTIVATIONS = {"relu": _relu, "gelu": _gelu, "silu": _silu, "hardswish": _hardswish}
 
 

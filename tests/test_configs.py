@@ -7,6 +7,7 @@ from conftest import CONF, compose_train
 from hydra.utils import instantiate
 
 from wycifar.builders import build_callbacks, build_loggers, build_module, map_gpus
+from wycifar.models.blocks import ACTIVATIONS, WyResidual
 
 GROUPS = ["data", "model", "optimizer", "scheduler", "trainer", "callbacks", "logger", "experiment", "debug"]
 
@@ -56,6 +57,13 @@ def test_knob_overrides_reach_the_network(tmp_path: Path, norm: str, conv: str):
     assert len(first) == (2 if conv == "depthwise_separable" else 1)
     assert net.blocks[1].units[0].skip is None
     assert net.blocks[1].units[0].conv1.layers[0].stride == (2, 2)
+
+
+def test_activation_override_reaches_every_unit(tmp_path: Path):
+    net = build_module(compose_train(tmp_path, ["model.activation=hardswish"])).net
+    units = [m for m in net.modules() if isinstance(m, WyResidual)]
+    assert len(units) == 6 and all(unit.activation is ACTIVATIONS["hardswish"] for unit in units)
+    assert build_module(compose_train(tmp_path, [])).net.blocks[0].units[0].activation is ACTIVATIONS["relu"]
 
 
 def test_seed_readme_experiment_is_the_reference_readme_recipe(tmp_path: Path):

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from conftest import CONF, compose_train
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from wycifar.builders import build_callbacks, build_loggers, build_module, map_gpus
 from wycifar.models.blocks import ACTIVATIONS, WyResidual
@@ -30,7 +31,7 @@ def test_option_composes(tmp_path: Path, group: str, option: str):
     if group in ("model", "experiment"):
         module = build_module(cfg)
         params = sum(p.numel() for p in module.net.parameters())
-        if option in ("dws_dilated", "dws_strided", "seed", "seed_readme"):
+        if option in ("dws_dilated", "dws_strided", "seed", "seed_readme", "fast", "fast_gelu"):
             assert params == 95_653
     if group == "data":
         assert instantiate(cfg.data).batch_size == cfg.data.batch_size
@@ -64,6 +65,18 @@ def test_activation_override_reaches_every_unit(tmp_path: Path):
     units = [m for m in net.modules() if isinstance(m, WyResidual)]
     assert len(units) == 6 and all(unit.activation is ACTIVATIONS["hardswish"] for unit in units)
     assert build_module(compose_train(tmp_path, [])).net.blocks[0].units[0].activation is ACTIVATIONS["relu"]
+
+
+def test_fast_gelu_experiment_is_fast_with_gelu_and_nothing_else(tmp_path: Path):
+    def recipe(overrides: list[str]) -> dict:
+        cfg = OmegaConf.to_container(compose_train(tmp_path, overrides))
+        del cfg["hydra"], cfg["task_name"]
+        return cfg
+
+    gelu = recipe(["experiment=fast_gelu"])
+    assert gelu == recipe(["experiment=fast", "model.activation=gelu"])
+    assert gelu != recipe(["experiment=fast"])
+    assert gelu["model"]["activation"] == "gelu" and gelu["data"]["batch_size"] == 64
 
 
 def test_seed_readme_experiment_is_the_reference_readme_recipe(tmp_path: Path):

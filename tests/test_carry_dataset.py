@@ -1,0 +1,35 @@
+"""scripts/carry_dataset.py: an image folder packed into parts, unpacked elsewhere, decodes to the same tensors."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import torch
+from conftest import ROOT, make_image_folder
+
+from wycifar.data.sources import load_split
+
+spec = importlib.util.spec_from_file_location("carry_dataset", ROOT / "scripts" / "carry_dataset.py")
+carry_dataset = sys.modules["carry_dataset"] = importlib.util.module_from_spec(spec)  # its pool pickles by name
+spec.loader.exec_module(carry_dataset)
+
+
+def test_parts_unpack_to_the_same_tensors_and_a_missing_part_is_caught(tmp_path: Path, capsys):
+    root = make_image_folder(tmp_path / "root", train_per_class=12, test_per_class=4)
+    assert carry_dataset.main(["pack", str(root), str(tmp_path / "parts"), "--max-mb", "0.1"]) == 0
+    parts = sorted((tmp_path / "parts").glob("part-*.pkl"))
+    assert len(parts) >= 2 and all(p.stat().st_size < 0.11e6 for p in parts)
+
+    dest = tmp_path / "dest"
+    for part in parts[:-1]:
+        assert carry_dataset.main(["unpack", str(part), str(dest)]) == 0
+    capsys.readouterr()
+    assert carry_dataset.main(["check", str(dest)]) == 1
+    assert capsys.readouterr().err.startswith(f"error: {dest}: ")
+    assert carry_dataset.main(["unpack", str(parts[-1]), str(dest)]) == 0
+    assert carry_dataset.main(["check", str(dest)]) == 0
+
+    for split in ("train", "test"):
+        before, after = load_split(root, split, download=False), load_split(dest, split, download=False)
+        assert torch.equal(before.images, after.images) and torch.equal(before.labels, after.labels)
+        assert before.classes == after.classes

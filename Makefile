@@ -16,12 +16,12 @@ test-slow:  ## the slow tests only
 	$(BIN)/python -m pytest -q -m slow
 
 lint:
-	$(BIN)/ruff check wycifar tests
-	$(BIN)/ruff format --check wycifar tests
+	$(BIN)/ruff check wycifar tests scripts
+	$(BIN)/ruff format --check wycifar tests scripts
 
 format:
-	$(BIN)/ruff format wycifar tests
-	$(BIN)/ruff check --fix wycifar tests
+	$(BIN)/ruff format wycifar tests scripts
+	$(BIN)/ruff check --fix wycifar tests scripts
 
 train:
 	$(BIN)/python -m wycifar.train $(ARGS)

@@ -24,7 +24,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from wycifar.cli import run_cli
 from wycifar.data.sources import load_split
+from wycifar.errors import ConfigError
 
 SPLITS = ("train", "test")
 
@@ -40,6 +42,8 @@ def tensor_digest(images) -> str:
 
 
 def pack(root: Path, out: Path, max_mb: float, workers: int) -> list[Path]:
+    if not max_mb > 0:
+        raise ConfigError(f"--max-mb={max_mb} is not allowed; it must be above 0")
     records, expected = [], {}
     for split in SPLITS:
         data = load_split(root, split, download=False)
@@ -67,6 +71,8 @@ def pack(root: Path, out: Path, max_mb: float, workers: int) -> list[Path]:
 
 
 def unpack(part_file: Path, dest: Path) -> int:
+    if not part_file.is_file():
+        raise ConfigError(f"{part_file}: no such part; expected a part-<n>.pkl written by pack")
     part = pickle.loads(part_file.read_bytes())
     for split, name, index, blob in part["records"]:
         folder = dest / split / name
@@ -78,6 +84,8 @@ def unpack(part_file: Path, dest: Path) -> int:
 
 def check(dest: Path) -> list[str]:
     """The splits whose decoded tensors differ from those packed (empty: all match)."""
+    if not (dest / "expected.json").is_file():
+        raise ConfigError(f"{dest} holds no unpacked part (no expected.json); unpack the parts into it first")
     expected = json.loads((dest / "expected.json").read_text())
     wrong = []
     for split in SPLITS:
@@ -102,12 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("dest", type=Path)
     args = parser.parse_args(argv)
     if args.verb == "pack":
-        for path in pack(args.root, args.out, args.max_mb, args.workers):
+        for path in run_cli(lambda: pack(args.root, args.out, args.max_mb, args.workers)):
             print(f"{path} {path.stat().st_size / 1e6:.1f} MB")
     elif args.verb == "unpack":
-        print(f"{args.dest}: wrote {unpack(args.part, args.dest)} images from {args.part}")
+        print(f"{args.dest}: wrote {run_cli(lambda: unpack(args.part, args.dest))} images from {args.part}")
     else:
-        wrong = check(args.dest)
+        wrong = run_cli(lambda: check(args.dest))
         if wrong:
             print(f"error: {args.dest}: {', '.join(wrong)} decode to other images than were packed", file=sys.stderr)
             return 1

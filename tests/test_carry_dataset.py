@@ -4,6 +4,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import ROOT, make_image_folder
 
@@ -33,3 +34,20 @@ def test_parts_unpack_to_the_same_tensors_and_a_missing_part_is_caught(tmp_path:
         before, after = load_split(root, split, download=False), load_split(dest, split, download=False)
         assert torch.equal(before.images, after.images) and torch.equal(before.labels, after.labels)
         assert before.classes == after.classes
+
+
+@pytest.mark.parametrize(
+    "argv,named",
+    [
+        (["pack", "{tmp}/nowhere", "{tmp}/parts"], "{tmp}/nowhere"),
+        (["pack", "{tmp}", "{tmp}/parts", "--max-mb", "0"], "--max-mb=0.0"),
+        (["unpack", "{tmp}/part-9.pkl", "{tmp}/dest"], "{tmp}/part-9.pkl"),
+        (["check", "{tmp}"], "{tmp}"),
+    ],
+)
+def test_bad_input_is_one_line_naming_it(tmp_path: Path, capsys, argv: list[str], named: str):
+    with pytest.raises(SystemExit) as exit_info:
+        carry_dataset.main([a.format(tmp=tmp_path) for a in argv])
+    err = capsys.readouterr().err
+    assert exit_info.value.code != 0 and err.count("\n") == 1
+    assert err.startswith("error: ") and named.format(tmp=tmp_path) in err

@@ -29,6 +29,8 @@ from wycifar.data.sources import load_split
 from wycifar.errors import ConfigError
 
 SPLITS = ("train", "test")
+RECORD_OVERHEAD = 32
+HEADER_BYTES = 4096
 
 
 def encode_webp(image: np.ndarray) -> bytes:
@@ -55,11 +57,13 @@ def pack(root: Path, out: Path, max_mb: float, workers: int) -> list[Path]:
     width = len(str(max(e["count"] for e in expected.values()) - 1))
     parts, current, size = [], [], 0
     for record in records:
-        if current and size + len(record[3]) > max_mb * 1e6:
+        # the image bytes plus what pickling a record adds (about 20 bytes), so each file stays under max_mb
+        record_size = len(record[3]) + RECORD_OVERHEAD
+        if current and size + record_size > max_mb * 1e6 - HEADER_BYTES:
             parts.append(current)
             current, size = [], 0
         current.append(record)
-        size += len(record[3])
+        size += record_size
     parts.append(current)
     out.mkdir(parents=True, exist_ok=True)
     written = []

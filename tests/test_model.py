@@ -171,7 +171,7 @@ def test_zero_init_residual_starts_every_unit_with_a_skip_as_its_skip():
     assert torch.allclose(identity_unit(x.clone()), torch.relu(x))
 
 
-@pytest.mark.parametrize("activation", ["relu", "gelu", "silu", "hardswish"])
+@pytest.mark.parametrize("activation", ["relu", "gelu", "silu", "hardswish", "leaky_relu"])
 def test_activation_knob_swaps_every_activation_and_keeps_the_parameters(activation):
     """The knob changes what every unit computes (a ReLU network's outputs differ), nothing it
     holds; its in-place functions give the gradients of the out-of-place ones (float64)."""
@@ -186,7 +186,13 @@ def test_activation_knob_swaps_every_activation_and_keeps_the_parameters(activat
     if activation != "relu":
         assert not torch.allclose(net(x), relu_net(x))
 
-    reference_fn = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu, "hardswish": F.hardswish}[activation]
+    reference_fn = {
+        "relu": F.relu,
+        "gelu": F.gelu,
+        "silu": F.silu,
+        "hardswish": F.hardswish,
+        "leaky_relu": lambda x: F.leaky_relu(x, 0.1),
+    }[activation]
     units = [m for m in reference.modules() if isinstance(m, WyResidual)]
     assert len(units) == 6
     for unit in units:

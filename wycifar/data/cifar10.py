@@ -121,6 +121,21 @@ class CIFAR10DataModule(L.LightningDataModule):
             device=self.device,
         )
 
+    def plain_train_dataloader(self) -> TensorLoader:
+        """All the training images in order, without augmentation, on every rank (each rank
+        computes the same statistics from them: wycifar.callbacks.precise_bn)."""
+        self.prepare_splits()
+        return TensorLoader(
+            self.train_data.images,
+            self.train_data.labels,
+            self.eval_batch_size,
+            train=False,
+            mean=self.mean,
+            std=self.std,
+            channels_last=self.channels_last,
+            device=self.device,
+        )
+
     def train_dataloader(self) -> TensorLoader:
         loader = self._loader(self.train_data, train=True)
         if self.resume_at is not None:

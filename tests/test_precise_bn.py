@@ -14,9 +14,9 @@ from wycifar.errors import ConfigError
 from wycifar.eval import evaluate
 from wycifar.train import train
 
-# one evaluation batch holds all 160 tiny training images, so the recomputed statistics are
-# those of the whole set at once and can be checked against it directly
-RUN = [*TINY, "trainer.precision=32-true", "data.eval_batch_size=200", "test=false"]
+# the 160 tiny training images in two batches: statistics averaged over shuffled batches are
+# within 4% of the whole set's; over batches in folder order (by class) they were 37% off
+RUN = [*TINY, "trainer.precision=32-true", "data.eval_batch_size=80", "test=false"]
 
 
 def plain_statistics(ckpt: Path, data_root: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -39,12 +39,12 @@ def plain_statistics(ckpt: Path, data_root: Path) -> dict[str, tuple[torch.Tenso
 
 
 def matches(state: dict, expected: dict) -> bool:
-    """Means within 5% of a standard deviation, variances within 5% (the recomputed statistics
-    are within 2% here; a fit's running averages of augmented batches are off by up to 18x)."""
+    """Means within 10% of a standard deviation, variances within 10% (the recomputed statistics
+    are within 4% here; a fit's running averages of augmented batches are off by up to 18x)."""
     for name, (mean, var) in expected.items():
         mean_off = (state[f"net.{name}.running_mean"] - mean).abs() / var.sqrt()
         var_off = (state[f"net.{name}.running_var"] / var - 1).abs()
-        if mean_off.max() > 0.05 or var_off.max() > 0.05:
+        if mean_off.max() > 0.1 or var_off.max() > 0.1:
             return False
     return True
 

@@ -122,16 +122,19 @@ class CIFAR10DataModule(L.LightningDataModule):
         )
 
     def plain_train_dataloader(self) -> TensorLoader:
-        """All the training images in order, without augmentation, on every rank (each rank
-        computes the same statistics from them: wycifar.callbacks.precise_bn)."""
+        """All the training images without augmentation, shuffled, the same on every rank (each
+        rank computes the same statistics from them: wycifar.callbacks.precise_bn). Shuffled
+        because the folder order is by class: a batch of one class has a smaller variance."""
         self.prepare_splits()
         return TensorLoader(
             self.train_data.images,
             self.train_data.labels,
             self.eval_batch_size,
-            train=False,
+            train=True,
+            augment=None,
             mean=self.mean,
             std=self.std,
+            seed=self.seed,
             channels_last=self.channels_last,
             device=self.device,
         )

@@ -10,8 +10,9 @@ from wycifar.errors import ConfigError, check_whole_number
 
 class PreciseBN(Callback):
     """Before validation in each of the last `last_epochs` epochs of a fit, every BatchNorm's
-    running mean and variance are replaced by their exact averages over all the training images,
-    plain (no crop, flip or hole) and in order, with the weights as they are then.
+    running mean and variance are replaced by their averages over all the training images, plain
+    (no crop, flip or hole), in shuffled batches, with the weights as they are then (torch's
+    update_bn: the batches' means and variances averaged with equal weight).
 
     During training the running statistics are a momentum-0.1 average over the last few dozen
     augmented batches; the test images are plain. Validation, the checkpoint saved after it and

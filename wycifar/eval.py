@@ -27,13 +27,12 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict]:
     datamodule = instantiate_checked(cfg.data, "data", channels_last=module.hparams.get("channels_last", False))
     loggers = build_loggers(cfg.get("logger"))
     callbacks = build_callbacks(cfg.get("callbacks"), has_logger=bool(loggers))
-    if cfg.get("precise_bn"):
+    precise_bn = bool(cfg.get("precise_bn"))
+    if precise_bn:
         callbacks.append(PreciseBN(before_test=True))
     trainer = build_trainer(cfg.trainer, callbacks, loggers)
     log.info(
-        "evaluating %s%s",
-        ckpt_path,
-        " with BatchNorm statistics of the plain training images" if cfg.get("precise_bn") else "",
+        "evaluating %s%s", ckpt_path, " with BatchNorm statistics of the plain training images" if precise_bn else ""
     )
     results = trainer.test(module, datamodule=datamodule, verbose=False)
     metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}

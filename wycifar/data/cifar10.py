@@ -104,14 +104,16 @@ class CIFAR10DataModule(L.LightningDataModule):
             return self.trainer.strategy.root_device
         return torch.device("cpu")
 
-    def _loader(self, split: Split, train: bool) -> TensorLoader:
-        trainer = self.trainer
+    def _loader(self, split: Split, train: bool, *, plain: bool = False) -> TensorLoader:
+        """`plain`: shuffled like training but un-augmented, in evaluation batches, and the whole
+        split on every rank."""
+        trainer = self.trainer if not plain else None
         return TensorLoader(
             split.images,
             split.labels,
-            self.batch_size if train else self.eval_batch_size,
+            self.batch_size if train and not plain else self.eval_batch_size,
             train=train,
-            augment=self.augment,
+            augment=None if plain else self.augment,
             mean=self.mean,
             std=self.std,
             seed=self.seed,
@@ -126,18 +128,7 @@ class CIFAR10DataModule(L.LightningDataModule):
         rank computes the same statistics from them: wycifar.callbacks.precise_bn). Shuffled
         because the folder order is by class: a batch of one class has a smaller variance."""
         self.prepare_splits()
-        return TensorLoader(
-            self.train_data.images,
-            self.train_data.labels,
-            self.eval_batch_size,
-            train=True,
-            augment=None,
-            mean=self.mean,
-            std=self.std,
-            seed=self.seed,
-            channels_last=self.channels_last,
-            device=self.device,
-        )
+        return self._loader(self.train_data, train=True, plain=True)
 
     def train_dataloader(self) -> TensorLoader:
         loader = self._loader(self.train_data, train=True)

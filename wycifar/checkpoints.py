@@ -17,15 +17,18 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> WyCifarModule:
-    """A WyCifarModule from a wycifar checkpoint, unpickling tensors and plain data only."""
+def load_module(path: str | Path, map_location: str | torch.device = "cpu", compile: bool = False) -> WyCifarModule:
+    """A WyCifarModule from a wycifar checkpoint, unpickling tensors and plain data only.
+    `compile` is how this process runs the network, not part of the model: a run trained with
+    module.compile=true is loaded uncompiled unless asked (compiling takes a minute and a C++
+    compiler on a CPU)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(
             f"ckpt_path={str(path)!r} does not exist; give the path of a .ckpt file written by wycifar.train"
         )
     try:
-        return WyCifarModule.load_from_checkpoint(path, map_location=map_location, weights_only=True)
+        return WyCifarModule.load_from_checkpoint(path, map_location=map_location, weights_only=True, compile=compile)
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, KeyError, TypeError) as error:
         first = first_line(error)
         raise ConfigError(f"ckpt_path={str(path)!r} is not a readable wycifar checkpoint ({first[:200]})") from None
@@ -51,6 +54,8 @@ def slim_checkpoint(src: str | Path, dst: str | Path) -> Path:
     what is shipped under results/ for evaluation and prediction."""
     checkpoint = read_checkpoint(src)
     slim = {k: checkpoint[k] for k in SLIM_KEYS if k in checkpoint}
+    if "hyper_parameters" in slim:
+        slim["hyper_parameters"] = {**slim["hyper_parameters"], "compile": False}  # how it ran, not what it is
     if slim.get("hyper_parameters", {}).get("net", {}).get("reparam"):
         # shipped as the plain network that model.reparam's training-time branches fold into
         WyCifarModule(**slim["hyper_parameters"]).on_load_checkpoint(slim)

@@ -56,8 +56,10 @@ def slim_checkpoint(src: str | Path, dst: str | Path) -> Path:
     slim = {k: checkpoint[k] for k in SLIM_KEYS if k in checkpoint}
     if "hyper_parameters" in slim:
         slim["hyper_parameters"] = {**slim["hyper_parameters"], "compile": False}  # how it ran, not what it is
-    if slim.get("hyper_parameters", {}).get("net", {}).get("reparam"):
-        # shipped as the plain network that model.reparam's training-time branches fold into
+    net = slim.get("hyper_parameters", {}).get("net", {})
+    if net.get("reparam") or net.get("peer_heads", 1) > 1:
+        # shipped as the plain network alone: model.reparam's training-time branches folded into
+        # it, model.peer_heads' peers dropped
         WyCifarModule(**slim["hyper_parameters"]).on_load_checkpoint(slim)
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)

@@ -41,6 +41,8 @@ class WyCifarModule(L.LightningModule):
         compile: bool = False,
         compile_mode: str = "default",
         sam_rho: float = 0.0,
+        peer_weight: float = 1.0,
+        peer_temperature: float = 2.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -51,9 +53,23 @@ class WyCifarModule(L.LightningModule):
         check_choice("module.compile_mode", compile_mode, COMPILE_MODES)
         if isinstance(sam_rho, bool) or not (isinstance(sam_rho, (int, float)) and sam_rho >= 0):
             raise ConfigError(f"module.sam_rho={sam_rho!r} is not allowed; it must be >= 0 (0: plain steps, no SAM)")
+        for key, value in (("peer_weight", peer_weight), ("peer_temperature", peer_temperature)):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or value < 0
+                or (key == "peer_temperature" and value == 0)
+            ):
+                raise ConfigError(
+                    f"module.{key}={value!r} is not allowed; it must be a number {'> 0' if key == 'peer_temperature' else '>= 0'}"
+                )
         if scheduler:
             check_choice("scheduler.interval", scheduler.get("interval", "epoch"), INTERVALS)
         self.net = WyCifarNet(**net)
+        if self.net.peers and sam_rho:
+            raise ConfigError(
+                f"module.sam_rho={sam_rho!r} does not work with model.peer_heads={len(self.net.peers) + 1}; use one of them"
+            )
         if channels_last:
             # NHWC is 1.7x faster for these convs on the CPU; the loader yields NHWC batches to match.
             self.net = self.net.to(memory_format=torch.channels_last)
@@ -83,6 +99,28 @@ class WyCifarModule(L.LightningModule):
     def compiled(self, net: torch.nn.Module) -> torch.nn.Module:
         return torch.compile(net, mode=self.hparams.compile_mode)
 
+    def peer_logits(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """[network, peer 1, ...] logits (model.peer_heads), the shared trunk run once."""
+        scale = 1.0 / (len(self.net.peers) + 1)
+        if not self.hparams.compile:
+            return self.net.forward_peers(x, scale)
+        if "peers" not in self._compiled:
+            self._compiled["peers"] = torch.compile(self.net.forward_peers, mode=self.hparams.compile_mode)
+        return self._compiled["peers"](x, scale)
+
+    def peer_loss(self, heads: list[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+        """Online distillation (deep mutual learning, Zhang et al. 2018; collaborative learning,
+        Song & Chai 2018): each head learns the labels and, softened by the temperature, the mean
+        of the other heads' logits, which is not trained through. Summed over the heads."""
+        temperature, total = self.hparams.peer_temperature, 0.0
+        logits = [z.float() for z in heads]
+        for index, z in enumerate(logits):
+            others = torch.stack([o for j, o in enumerate(logits) if j != index]).mean(0).detach()
+            target = (others / temperature).softmax(1)
+            distill = F.kl_div((z / temperature).log_softmax(1), target, reduction="batchmean")
+            total = total + self._loss(z, y) + self.hparams.peer_weight * temperature**2 * distill
+        return total
+
     def _loss(self, logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         return F.cross_entropy(logits.float(), y, label_smoothing=self.hparams.label_smoothing, reduction=reduction)
 
@@ -94,10 +132,15 @@ class WyCifarModule(L.LightningModule):
         # SAM's second pass, at the perturbed weights, only supplies a gradient: the norm
         # statistics, checks and metrics are those of the weights being trained
         perturbed = self._sam is not None and self._sam.perturbed
+        heads = None
         with frozen_norm_statistics(self.net) if perturbed else nullcontext():
-            logits = self(x)
+            if self.net.peers:
+                heads = self.peer_logits(x)
+                logits = heads[0]
+            else:
+                logits = self(x)
         per_image_loss = self._loss(logits, y, reduction="none")
-        loss = per_image_loss.mean()
+        loss = per_image_loss.mean() if heads is None else self.peer_loss(heads, y)
         if not perturbed:
             self._check_and_log(loss, per_image_loss, logits, y, batch_idx)
         if self.hparams.l1_lambda:
@@ -170,6 +213,13 @@ class WyCifarModule(L.LightningModule):
         fitting = self._trainer is not None and self._trainer.state.fn == "fit"
         if "torch_rng_state" in checkpoint and fitting:
             torch.set_rng_state(checkpoint["torch_rng_state"])
+        if self.net.peers and not fitting:
+            # Test, evaluation, export and prediction run the network alone: its peers only trained it.
+            self.drop_peers()
+            checkpoint["state_dict"] = {
+                k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("net.peers.")
+            }
+            checkpoint["hyper_parameters"] = dict(self.hparams)
         if self.net.reparam and not fitting:
             # Test, evaluation, export and prediction run the plain network the branches fold into.
             net_state = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
@@ -177,6 +227,12 @@ class WyCifarModule(L.LightningModule):
             self.fold_branches()
             checkpoint["state_dict"] = self.state_dict()
             checkpoint["hyper_parameters"] = dict(self.hparams)
+
+    def drop_peers(self) -> None:
+        """model.peer_heads' training-time peers removed, in place: the network alone is left."""
+        if self.net.drop_peers():
+            self.hparams.net = {**self.hparams.net, "peer_heads": 1}
+            self._compiled.clear()
 
     def fold_branches(self) -> None:
         """model.reparam's training-time branches folded into the plain network, in place."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -49,6 +51,7 @@ class WyCifarNet(nn.Module):
         zero_init_residual: bool = False,
         reparam: bool = False,
         activation: str = "relu",
+        peer_heads: int = 1,
     ) -> None:
         super().__init__()
         check_choice("model.norm", norm, NORMS)
@@ -61,6 +64,7 @@ class WyCifarNet(nn.Module):
             ("base_width", base_width),
             ("num_classes", num_classes),
             ("image_size", image_size),
+            ("peer_heads", peer_heads),
         ):
             check_whole_number(f"model.{key}", value)
         if not isinstance(reparam, bool):
@@ -111,25 +115,56 @@ class WyCifarNet(nn.Module):
             blocks.append(WyBlock(units))
             channels = width
         self.blocks = nn.Sequential(*blocks)
+        self.zero_init_residual = zero_init_residual
         if zero_init_residual:
-            # Each unit with a skip starts as that skip (torchvision's zero_init_residual): the
-            # scale of its last norm starts at 0, which helps short schedules.
             for block in self.blocks:
-                for unit in block.units:
-                    if unit.identity_skip or unit.skip is not None:
-                        nn.init.zeros_(unit.norm2.weight)
+                _start_as_skip(block)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Conv2d(channels, num_classes, kernel_size=1, bias=True)
+        # Training-time peers (module.peer_*): more copies of the last block and classifier on the
+        # shared trunk, each freshly initialised; dropped for test, export and shipping.
+        self.peers = nn.ModuleList(self._new_peer() for _ in range(peer_heads - 1))
         self.num_classes = num_classes
         self.image_size = image_size
         self.in_channels = in_channels
 
+    def _new_peer(self) -> nn.ModuleDict:
+        peer = nn.ModuleDict({"block": copy.deepcopy(self.blocks[-1]), "classifier": copy.deepcopy(self.classifier)})
+        for module in peer.modules():
+            if module is not peer and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+        if self.zero_init_residual:
+            _start_as_skip(peer["block"])
+        return peer
+
+    def _block_output(self, index: int, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        x = block(x)
+        if index == self.dropout_after and self.dropout:
+            x = F.dropout(x, self.dropout, self.training)
+        return x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for index, block in enumerate(self.blocks):
-            x = block(x)
-            if index == self.dropout_after and self.dropout:
-                x = F.dropout(x, self.dropout, self.training)
+            x = self._block_output(index, block, x)
         return self.classifier(self.pool(x)).flatten(1)
+
+    def forward_peers(self, x: torch.Tensor, trunk_grad_scale: float = 1.0) -> list[torch.Tensor]:
+        """Logits of the network and of each peer: [network, peer 1, ...]. The trunk (every block
+        but the last) runs once; its gradient is scaled by `trunk_grad_scale` so that the sum of
+        the heads' losses does not give it len(peers) + 1 times the step of the heads."""
+        last = len(self.blocks) - 1
+        for index, block in enumerate(self.blocks[:-1]):
+            x = self._block_output(index, block, x)
+        if trunk_grad_scale != 1.0:
+            x = x * trunk_grad_scale + (x * (1.0 - trunk_grad_scale)).detach()
+        heads = [(self.blocks[-1], self.classifier)] + [(peer["block"], peer["classifier"]) for peer in self.peers]
+        return [classifier(self.pool(self._block_output(last, block, x))).flatten(1) for block, classifier in heads]
+
+    def drop_peers(self) -> int:
+        """Removes the training-time peers, in place; returns how many there were."""
+        count = len(self.peers)
+        self.peers = nn.ModuleList()
+        return count
 
     def fold_branches(self) -> int:
         """Folds the training-time branches (model.reparam) into the plain network, in place: the
@@ -146,3 +181,11 @@ class WyCifarNet(nn.Module):
     def gradcam_layer(self) -> nn.Module:
         """The layer GradCAM looks at: the last block (its output is after the final activation)."""
         return self.blocks[-1]
+
+
+def _start_as_skip(block: nn.Module) -> None:
+    """Each unit with a skip starts as that skip (torchvision's zero_init_residual): the scale of
+    its last norm starts at 0, which helps short schedules."""
+    for unit in block.units:
+        if unit.identity_skip or unit.skip is not None:
+            nn.init.zeros_(unit.norm2.weight)

@@ -92,10 +92,12 @@ def summarize(model: nn.Module, input_shape: tuple[int, int, int] = (3, 32, 32))
     names = {module: name for name, module in model.named_modules()}
     geometry = {"rf": 1, "jump": 1}
     hooks = []
+    ran: list[nn.Module] = []
 
     def hook(module: nn.Module, _inputs, output) -> None:
         kind = type(module).__name__
         index = len(summary.rows) + 1
+        ran.append(module)
         params = sum(p.numel() for p in module.parameters(recurse=False))
         summary.rows.append(LayerRow(f"{kind}-{index}", (-1, *output.shape[1:]), params))
         if isinstance(module, nn.Conv2d) and _on_main_path(names[module]):
@@ -122,8 +124,11 @@ def summarize(model: nn.Module, input_shape: tuple[int, int, int] = (3, 32, 32))
             h.remove()
         model.train(was_training)
 
-    summary.total_params = sum(p.numel() for p in model.parameters())
-    summary.trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    # the parameters of the layers that ran, as the table lists them: training-time extras that
+    # the forward pass does not use (model.peer_heads) are not part of the network
+    used = {id(p): p for module in ran for p in module.parameters(recurse=False)}.values()
+    summary.total_params = sum(p.numel() for p in used)
+    summary.trainable_params = sum(p.numel() for p in used if p.requires_grad)
     mb = 4 / 1024**2  # float32 bytes, as torchsummary assumes
     summary.input_size_mb = abs(int(torch.tensor(input_shape).prod())) * mb
     summary.forward_backward_mb = 2 * sum(abs(int(torch.tensor(r.output_shape[1:]).prod())) for r in summary.rows) * mb

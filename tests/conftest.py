@@ -113,6 +113,36 @@ def assert_resume_matches_straight(tmp_path: Path, overrides: list[str]) -> Path
     return first
 
 
+def assert_onnx_is_the_network(run: Path, net, params: int):
+    """The run's exported ONNX model is named for `params` and gives `net`'s eval logits in
+    onnxruntime. Returns (x, logits) for further checks."""
+    import onnxruntime as ort
+    import torch
+
+    (onnx_path,) = run.glob("model_*.onnx")
+    assert onnx_path.name.startswith(f"model_{params}_")
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        expected = net.eval()(x)
+    (logits,) = ort.InferenceSession(str(onnx_path)).run(None, {"image": x.numpy()})
+    assert abs(logits - expected.numpy()).max() < 1e-3
+    return x, expected
+
+
+def assert_shipped_is_the_network(best: Path, shipped: Path, x, expected, plain_keys: set[str]) -> dict:
+    """`best` shipped (slim_checkpoint) holds the plain network's keys and gives `expected` for `x`.
+    Returns the shipped checkpoint's raw dict."""
+    import torch
+
+    from wycifar.checkpoints import load_module, read_checkpoint, slim_checkpoint
+
+    raw = read_checkpoint(slim_checkpoint(best, shipped))
+    assert raw["state_dict"].keys() == {f"net.{k}" for k in plain_keys}
+    with torch.no_grad():
+        assert torch.allclose(load_module(shipped).eval().net(x), expected, atol=1e-5)
+    return raw
+
+
 @pytest.fixture
 def tiny_data(tmp_path_factory) -> Path:
     return make_image_folder(tmp_path_factory.mktemp("tiny"))

@@ -2,13 +2,19 @@
 
 from pathlib import Path
 
-import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY, assert_resume_matches_straight, compose_train, evaluate_checkpoint
+from conftest import (
+    TINY,
+    assert_onnx_is_the_network,
+    assert_resume_matches_straight,
+    assert_shipped_is_the_network,
+    compose_train,
+    evaluate_checkpoint,
+)
 
-from wycifar.checkpoints import load_module, read_checkpoint, slim_checkpoint
+from wycifar.checkpoints import load_module, read_checkpoint
 from wycifar.errors import ConfigError
 from wycifar.models import WyCifarNet
 from wycifar.module import WyCifarModule
@@ -110,13 +116,7 @@ def test_peer_run_tests_exports_and_ships_the_network_alone(tmp_path: Path, tiny
     assert "Training-time peers: 2 (model.peer_heads=3)" in summary
 
     # the exported ONNX model is the network alone and gives the tested network's logits
-    (onnx_path,) = (tmp_path / "run").glob("model_*.onnx")
-    assert onnx_path.name.startswith(f"model_{plain_params}_")
-    x = torch.randn(4, 3, 32, 32)
-    with torch.no_grad():
-        expected = module.net.eval()(x).numpy()
-    (logits,) = ort.InferenceSession(str(onnx_path)).run(None, {"image": x.numpy()})
-    assert abs(logits - expected).max() < 1e-3
+    x, expected = assert_onnx_is_the_network(tmp_path / "run", module.net, plain_params)
 
     # evaluating the checkpoint tests the network and gets the run's accuracy; prediction loads it alone
     eval_metrics = evaluate_checkpoint(tmp_path / "eval", best, tiny_data)
@@ -124,12 +124,8 @@ def test_peer_run_tests_exports_and_ships_the_network_alone(tmp_path: Path, tiny
     assert len(load_module(best).net.peers) == 0
 
     # the shipped checkpoint is a plain peer_heads=1 checkpoint with the same outputs
-    raw = read_checkpoint(slim_checkpoint(best, tmp_path / "shipped.ckpt"))
+    raw = assert_shipped_is_the_network(best, tmp_path / "shipped.ckpt", x, expected, set(plain.state_dict()))
     assert raw["hyper_parameters"]["net"]["peer_heads"] == 1
-    assert raw["state_dict"].keys() == {f"net.{k}" for k in plain.state_dict()}
-    shipped = load_module(tmp_path / "shipped.ckpt").eval()
-    with torch.no_grad():
-        assert torch.allclose(shipped.net(x), torch.from_numpy(expected), atol=1e-5)
 
 
 def test_peer_resume_matches_straight(tmp_path: Path, tiny_data: Path):

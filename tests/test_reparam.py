@@ -2,12 +2,18 @@
 
 from pathlib import Path
 
-import onnxruntime as ort
 import pytest
 import torch
-from conftest import TINY, assert_resume_matches_straight, compose_train, evaluate_checkpoint
+from conftest import (
+    TINY,
+    assert_onnx_is_the_network,
+    assert_resume_matches_straight,
+    assert_shipped_is_the_network,
+    compose_train,
+    evaluate_checkpoint,
+)
 
-from wycifar.checkpoints import load_module, read_checkpoint, slim_checkpoint
+from wycifar.checkpoints import load_module, read_checkpoint
 from wycifar.errors import ConfigError
 from wycifar.models import WyCifarNet
 from wycifar.models.reparam import BranchedDepthwise
@@ -64,13 +70,7 @@ def test_reparam_run_tests_exports_and_ships_the_plain_network(tmp_path: Path, t
     assert any(".norm_identity." in k for k in read_checkpoint(best)["state_dict"])
 
     # the exported ONNX model is the plain network and gives the tested network's logits
-    (onnx_path,) = (tmp_path / "run").glob("model_*.onnx")
-    assert onnx_path.name.startswith(f"model_{plain_params}_")
-    x = torch.randn(4, 3, 32, 32)
-    with torch.no_grad():
-        expected = module.net.eval()(x).numpy()
-    (logits,) = ort.InferenceSession(str(onnx_path)).run(None, {"image": x.numpy()})
-    assert abs(logits - expected).max() < 1e-3
+    x, expected = assert_onnx_is_the_network(tmp_path / "run", module.net, plain_params)
 
     # evaluating the checkpoint tests the folded network and gets the run's accuracy
     eval_metrics = evaluate_checkpoint(tmp_path / "eval", best, tiny_data)
@@ -79,13 +79,9 @@ def test_reparam_run_tests_exports_and_ships_the_plain_network(tmp_path: Path, t
     assert not any(isinstance(m, BranchedDepthwise) for m in load_module(best).net.modules())
 
     # the shipped checkpoint is a plain model.reparam=false checkpoint with the same outputs
-    slim = slim_checkpoint(best, tmp_path / "shipped.ckpt")
-    raw = read_checkpoint(slim)
+    plain_keys = set(WyCifarNet(base_width=8).state_dict())
+    raw = assert_shipped_is_the_network(best, tmp_path / "shipped.ckpt", x, expected, plain_keys)
     assert raw["hyper_parameters"]["net"]["reparam"] is False
-    assert raw["state_dict"].keys() == {f"net.{k}" for k in WyCifarNet(base_width=8).state_dict()}
-    shipped = load_module(slim).eval()
-    with torch.no_grad():
-        assert torch.allclose(shipped.net(x), torch.from_numpy(expected), atol=1e-5)
 
 
 def test_reparam_resume_matches_straight(tmp_path: Path, tiny_data: Path):

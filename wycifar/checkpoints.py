@@ -56,10 +56,8 @@ def slim_checkpoint(src: str | Path, dst: str | Path) -> Path:
     slim = {k: checkpoint[k] for k in SLIM_KEYS if k in checkpoint}
     if "hyper_parameters" in slim:
         slim["hyper_parameters"] = {**slim["hyper_parameters"], "compile": False}  # how it ran, not what it is
-    net = slim.get("hyper_parameters", {}).get("net", {})
-    if net.get("reparam") or net.get("peer_heads", 1) > 1:
-        # shipped as the plain network alone: model.reparam's training-time branches folded into
-        # it, model.peer_heads' peers dropped
+        # shipped as the network that is tested: the module's own loading folds or drops what only
+        # trained it (model.reparam's branches, model.peer_heads' peers)
         WyCifarModule(**slim["hyper_parameters"]).on_load_checkpoint(slim)
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)

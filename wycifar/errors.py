@@ -23,6 +23,14 @@ def check_whole_number(key: str, value: object, minimum: int = 1) -> None:
         raise ConfigError(f"{key}={value!r} is not allowed; it must be a whole number >= {minimum}")
 
 
+def check_number(key: str, value: object, minimum: float, inclusive: bool = True) -> None:
+    is_number = not isinstance(value, bool) and isinstance(value, (int, float))
+    if not (is_number and (value >= minimum if inclusive else value > minimum)):
+        raise ConfigError(
+            f"{key}={value!r} is not allowed; it must be a number {'>=' if inclusive else '>'} {minimum:g}"
+        )
+
+
 class DivergenceError(WycifarError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
 
@@ -12,7 +13,7 @@ from hydra.utils import instantiate
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from wycifar.errors import ConfigError, DivergenceError, check_choice
+from wycifar.errors import ConfigError, DivergenceError, check_choice, check_number
 from wycifar.models import WyCifarNet
 from wycifar.models.blocks import is_depthwise
 from wycifar.sam import SAM, frozen_norm_statistics
@@ -53,16 +54,8 @@ class WyCifarModule(L.LightningModule):
         check_choice("module.compile_mode", compile_mode, COMPILE_MODES)
         if isinstance(sam_rho, bool) or not (isinstance(sam_rho, (int, float)) and sam_rho >= 0):
             raise ConfigError(f"module.sam_rho={sam_rho!r} is not allowed; it must be >= 0 (0: plain steps, no SAM)")
-        for key, value in (("peer_weight", peer_weight), ("peer_temperature", peer_temperature)):
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or value < 0
-                or (key == "peer_temperature" and value == 0)
-            ):
-                raise ConfigError(
-                    f"module.{key}={value!r} is not allowed; it must be a number {'> 0' if key == 'peer_temperature' else '>= 0'}"
-                )
+        check_number("module.peer_weight", peer_weight, minimum=0)
+        check_number("module.peer_temperature", peer_temperature, minimum=0, inclusive=False)
         if scheduler:
             check_choice("scheduler.interval", scheduler.get("interval", "epoch"), INTERVALS)
         self.net = WyCifarNet(**net)
@@ -90,23 +83,22 @@ class WyCifarModule(L.LightningModule):
         self._sam: SAM | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.hparams.compile:
-            return self.net(x)
-        if "net" not in self._compiled:
-            self._compiled["net"] = self.compiled(self.net)
-        return self._compiled["net"](x)
+        return self._as_run("net", self.net)(x)
 
-    def compiled(self, net: torch.nn.Module) -> torch.nn.Module:
+    def compiled(self, net: Callable) -> Callable:
         return torch.compile(net, mode=self.hparams.compile_mode)
+
+    def _as_run(self, name: str, fn: Callable) -> Callable:
+        """`fn` itself, or with module.compile=true its compiled form, compiled on first use."""
+        if not self.hparams.compile:
+            return fn
+        if name not in self._compiled:
+            self._compiled[name] = self.compiled(fn)
+        return self._compiled[name]
 
     def peer_logits(self, x: torch.Tensor) -> list[torch.Tensor]:
         """[network, peer 1, ...] logits (model.peer_heads), the shared trunk run once."""
-        scale = 1.0 / (len(self.net.peers) + 1)
-        if not self.hparams.compile:
-            return self.net.forward_peers(x, scale)
-        if "peers" not in self._compiled:
-            self._compiled["peers"] = torch.compile(self.net.forward_peers, mode=self.hparams.compile_mode)
-        return self._compiled["peers"](x, scale)
+        return self._as_run("peers", self.net.forward_peers)(x, 1.0 / (len(self.net.peers) + 1))
 
     def peer_loss(self, heads: list[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
         """Online distillation (deep mutual learning, Zhang et al. 2018; collaborative learning,

@@ -23,12 +23,13 @@ def check_whole_number(key: str, value: object, minimum: int = 1) -> None:
         raise ConfigError(f"{key}={value!r} is not allowed; it must be a whole number >= {minimum}")
 
 
-def check_number(key: str, value: object, minimum: float, inclusive: bool = True) -> None:
+def check_number(key: str, value: object, minimum: float, inclusive: bool = True, maximum: float | None = None) -> None:
     is_number = not isinstance(value, bool) and isinstance(value, (int, float))
-    if not (is_number and (value >= minimum if inclusive else value > minimum)):
-        raise ConfigError(
-            f"{key}={value!r} is not allowed; it must be a number {'>=' if inclusive else '>'} {minimum:g}"
-        )
+    if not (
+        is_number and (value >= minimum if inclusive else value > minimum) and (maximum is None or value <= maximum)
+    ):
+        bound = f"{'>=' if inclusive else '>'} {minimum:g}" + ("" if maximum is None else f" and <= {maximum:g}")
+        raise ConfigError(f"{key}={value!r} is not allowed; it must be a number {bound}")
 
 
 class DivergenceError(WycifarError):

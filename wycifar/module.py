@@ -22,6 +22,10 @@ INTERVALS = ("epoch", "step")
 DIVERGENCE_CHECK_EVERY = 25
 # torch.compile's modes; reduce-overhead replays CUDA graphs on a GPU.
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+INDEXED_BATCHES = (
+    "module.self_distill needs each training image's index in its batch (x, y, index), "
+    "as wycifar.data.CIFAR10DataModule's training loader gives"
+)
 
 
 class WyCifarModule(L.LightningModule):
@@ -44,6 +48,7 @@ class WyCifarModule(L.LightningModule):
         sam_rho: float = 0.0,
         peer_weight: float = 1.0,
         peer_temperature: float = 2.0,
+        self_distill: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -56,6 +61,7 @@ class WyCifarModule(L.LightningModule):
             raise ConfigError(f"module.sam_rho={sam_rho!r} is not allowed; it must be >= 0 (0: plain steps, no SAM)")
         check_number("module.peer_weight", peer_weight, minimum=0)
         check_number("module.peer_temperature", peer_temperature, minimum=0, inclusive=False)
+        check_number("module.self_distill", self_distill, minimum=0, maximum=1)
         if scheduler:
             check_choice("scheduler.interval", scheduler.get("interval", "epoch"), INTERVALS)
         self.net = WyCifarNet(**net)
@@ -63,6 +69,9 @@ class WyCifarModule(L.LightningModule):
             raise ConfigError(
                 f"module.sam_rho={sam_rho!r} does not work with model.peer_heads={len(self.net.peers) + 1}; use one of them"
             )
+        if self_distill and (sam_rho or self.net.peers):
+            other = f"module.sam_rho={sam_rho!r}" if sam_rho else f"model.peer_heads={len(self.net.peers) + 1}"
+            raise ConfigError(f"module.self_distill={self_distill!r} does not work with {other}; use one of them")
         if channels_last:
             # NHWC is 1.7x faster for these convs on the CPU; the loader yields NHWC batches to match.
             self.net = self.net.to(memory_format=torch.channels_last)
@@ -81,6 +90,9 @@ class WyCifarModule(L.LightningModule):
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
         self._sam: SAM | None = None
+        # module.self_distill: each training image's softmax from the last time it was seen, [images,
+        # classes]; saved in checkpoints beside the state dict (it is not part of the network)
+        self.past_probs: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._as_run("net", self.net)(x)
@@ -116,11 +128,53 @@ class WyCifarModule(L.LightningModule):
     def _loss(self, logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         return F.cross_entropy(logits.float(), y, label_smoothing=self.hparams.label_smoothing, reduction=reduction)
 
+    def self_distill_weight(self) -> float:
+        """module.self_distill's weight this epoch: 0 in the first, rising linearly by epoch."""
+        return self.hparams.self_distill * self.current_epoch / self.trainer.max_epochs
+
+    def self_distill_targets(self, logits: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Progressive self-knowledge distillation (PS-KD, Kim et al. 2021): each image's target is
+        its label blended with the network's own prediction for it the last time it was seen (the
+        previous epoch), by a weight rising from 0 to module.self_distill. Stores this step's
+        predictions in its place (from every rank under DDP: the next epoch shards differently)."""
+        weight = self.self_distill_weight()
+        targets = F.one_hot(y, logits.shape[1]).float()
+        if weight:
+            targets = (1 - weight) * targets + weight * self.past_probs[index]
+        probs, stored_index = logits.detach().float().softmax(1), index
+        if self.trainer.world_size > 1:
+            probs = self.all_gather(probs).flatten(0, 1)
+            stored_index = self.all_gather(index).flatten(0, 1)
+        self.past_probs[stored_index] = probs
+        return targets
+
+    def on_fit_start(self) -> None:
+        if not self.hparams.self_distill:
+            return
+        if not (self.trainer.max_epochs and self.trainer.max_epochs > 0):
+            raise ConfigError(
+                f"module.self_distill={self.hparams.self_distill} needs trainer.max_epochs (its weight rises by epoch), "
+                f"not {self.trainer.max_epochs!r}"
+            )
+        train_data = getattr(self.trainer.datamodule, "train_data", None)
+        if train_data is None:
+            raise ConfigError(INDEXED_BATCHES)
+        shape = (len(train_data), self.net.num_classes)
+        if self.past_probs is None:
+            self.past_probs = torch.zeros(shape, device=self.device)
+        elif self.past_probs.shape != shape:
+            raise ConfigError(
+                f"the checkpoint resumed holds module.self_distill's predictions for {len(self.past_probs)} training "
+                f"images, this run trains on {len(train_data)}; resume it on the data it trained on"
+            )
+        self.past_probs = self.past_probs.to(self.device)
+
     def l1_penalty(self) -> torch.Tensor:
         return sum(p.abs().sum() for name, p in self.net.named_parameters() if p.ndim > 1)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        # (x, y) or (x, y, image indices): wycifar's training loader adds the indices
+        x, y = batch[0], batch[1]
         # SAM's second pass, at the perturbed weights, only supplies a gradient: the norm
         # statistics, checks and metrics are those of the weights being trained
         perturbed = self._sam is not None and self._sam.perturbed
@@ -131,7 +185,12 @@ class WyCifarModule(L.LightningModule):
                 logits = heads[0]
             else:
                 logits = self(x)
-        per_image_loss = self._loss(logits, y, reduction="none")
+        targets = y
+        if self.hparams.self_distill:
+            if len(batch) < 3:
+                raise ConfigError(INDEXED_BATCHES)
+            targets = self.self_distill_targets(logits, y, batch[2])
+        per_image_loss = self._loss(logits, targets, reduction="none")
         loss = per_image_loss.mean() if heads is None else self.peer_loss(heads, y)
         if not perturbed:
             self._check_and_log(loss, per_image_loss, logits, y, batch_idx)
@@ -189,6 +248,8 @@ class WyCifarModule(L.LightningModule):
         return {"probs": logits.detach().float().softmax(1), "target": y}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.past_probs is not None:
+            checkpoint["self_distill_probs"] = self.past_probs.cpu()
         # Dropout draws from torch's global generator: keep its state so that a resumed run
         # continues exactly as an uninterrupted one would.
         checkpoint["torch_rng_state"] = torch.get_rng_state()
@@ -205,6 +266,8 @@ class WyCifarModule(L.LightningModule):
         fitting = self._trainer is not None and self._trainer.state.fn == "fit"
         if "torch_rng_state" in checkpoint and fitting:
             torch.set_rng_state(checkpoint["torch_rng_state"])
+        if "self_distill_probs" in checkpoint and fitting:
+            self.past_probs = checkpoint["self_distill_probs"]
         if self.net.peers and not fitting:
             # Test, evaluation, export and prediction run the network alone: its peers only trained it.
             self.drop_peers()

@@ -104,7 +104,7 @@ class CIFAR10DataModule(L.LightningDataModule):
             return self.trainer.strategy.root_device
         return torch.device("cpu")
 
-    def _loader(self, split: Split, train: bool, *, plain: bool = False) -> TensorLoader:
+    def _loader(self, split: Split, train: bool, *, plain: bool = False, with_indices: bool = False) -> TensorLoader:
         """`plain`: shuffled like training but un-augmented, in evaluation batches, and the whole
         split on every rank."""
         trainer = self.trainer if not plain else None
@@ -121,6 +121,7 @@ class CIFAR10DataModule(L.LightningDataModule):
             world_size=trainer.world_size if trainer else 1,
             channels_last=self.channels_last,
             device=self.device,
+            with_indices=with_indices,
         )
 
     def plain_train_dataloader(self) -> TensorLoader:
@@ -131,7 +132,8 @@ class CIFAR10DataModule(L.LightningDataModule):
         return self._loader(self.train_data, train=True, plain=True)
 
     def train_dataloader(self) -> TensorLoader:
-        loader = self._loader(self.train_data, train=True)
+        # training batches carry each image's index (module.self_distill keeps a prediction per image)
+        loader = self._loader(self.train_data, train=True, with_indices=True)
         if self.resume_at is not None:
             loader.resume_at(*self.resume_at)
             self.resume_at = None

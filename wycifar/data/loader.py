@@ -43,6 +43,7 @@ class TensorLoader:
         drop_last: bool = False,
         channels_last: bool = False,
         device: torch.device | str = "cpu",
+        with_indices: bool = False,
     ) -> None:
         self.device = torch.device(device)
         self.images = images.to(self.device)
@@ -54,6 +55,8 @@ class TensorLoader:
         self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1) * 255
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.drop_last = drop_last
+        # (x, y, index): each image's index in the split, for what the module keeps per image
+        self.with_indices = with_indices
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.epoch = 0
         self._skip: tuple[int, int] | None = None
@@ -113,7 +116,7 @@ class TensorLoader:
         x = (batch.float() - self.mean) / self.std
         return x.contiguous(memory_format=self.memory_format)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         indices = self._indices().to(self.device)
         start = 0
         if self._skip is not None and self._skip[0] == self.epoch:
@@ -130,4 +133,4 @@ class TensorLoader:
                 )
                 flip = None if self._flip_start is None else self._flip_start[idx] ^ bool(self.epoch % 2)
                 x = augment_batch(x, self.augment, generator, flip).contiguous(memory_format=self.memory_format)
-            yield x, self.labels[idx]
+            yield (x, self.labels[idx], idx) if self.with_indices else (x, self.labels[idx])

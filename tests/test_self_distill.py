@@ -13,6 +13,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback
 
 from wycifar.builders import build_module, build_trainer
+from wycifar.callbacks.epoch_table import hyperparameter_header
 from wycifar.checkpoints import read_checkpoint, slim_checkpoint
 from wycifar.errors import ConfigError
 from wycifar.module import WyCifarModule
@@ -73,6 +74,7 @@ def test_targets_blend_the_label_with_last_epochs_prediction(tmp_path: Path, tin
     # and it makes a difference: the loss is not the plain cross-entropy
     plain = F.cross_entropy(recorder.steps[3]["logits"], recorder.steps[3]["y"], label_smoothing=0.1)
     assert abs(recorder.steps[3]["loss"].item() - plain.item()) > 1e-3
+    assert "Label Smoothing: 0.1, self-distillation (PS-KD) up to 0.8" in hyperparameter_header(trainer, module)
 
 
 def test_resume_restores_the_stored_predictions_and_shipping_drops_them(tmp_path: Path, tiny_data: Path):
@@ -84,6 +86,19 @@ def test_resume_restores_the_stored_predictions_and_shipping_drops_them(tmp_path
     shipped = read_checkpoint(slim_checkpoint(first, tmp_path / "shipped.ckpt"))
     assert "self_distill_probs" not in shipped
     assert all(k.startswith("net.") for k in shipped["state_dict"])
+
+
+def test_resuming_a_run_trained_without_it_is_refused(tmp_path: Path, tiny_data: Path):
+    from wycifar.train import train
+
+    base = [*TINY, f"data.root={tiny_data}", "test=false"]
+    train(compose_train(tmp_path / "a", [*base, "trainer.max_epochs=1"]))
+    last = tmp_path / "a" / "run" / "checkpoints" / "last.ckpt"
+    resumed = compose_train(tmp_path / "b", [*base, f"ckpt_path={last}", "module.self_distill=0.8"])
+    with pytest.raises(
+        ConfigError, match=r"^module.self_distill=0.8 cannot resume a checkpoint without its stored predictions"
+    ):
+        train(resumed)
 
 
 def test_a_loader_without_image_indices_is_refused(tmp_path: Path):

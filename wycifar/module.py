@@ -266,7 +266,12 @@ class WyCifarModule(L.LightningModule):
         fitting = self._trainer is not None and self._trainer.state.fn == "fit"
         if "torch_rng_state" in checkpoint and fitting:
             torch.set_rng_state(checkpoint["torch_rng_state"])
-        if "self_distill_probs" in checkpoint and fitting:
+        if self.hparams.self_distill and fitting:
+            if "self_distill_probs" not in checkpoint:
+                raise ConfigError(
+                    f"module.self_distill={self.hparams.self_distill} cannot resume a checkpoint without its stored "
+                    "predictions (it trained without module.self_distill); start a new run"
+                )
             self.past_probs = checkpoint["self_distill_probs"]
         if self.net.peers and not fitting:
             # Test, evaluation, export and prediction run the network alone: its peers only trained it.

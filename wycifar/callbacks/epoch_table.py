@@ -51,7 +51,8 @@ def hyperparameter_header(trainer: L.Trainer, pl_module: L.LightningModule) -> s
         f"Weight Decay: {optimizer.get('weight_decay')}"
         + ("" if hp.get("decay_norm_and_bias", True) else " (not on norms and biases)"),
         f"L1 Lambda: {hp.get('l1_lambda')}",
-        f"Label Smoothing: {hp.get('label_smoothing')}",
+        f"Label Smoothing: {hp.get('label_smoothing')}"
+        + (f", self-distillation (PS-KD) up to {hp['self_distill']}" if hp.get("self_distill") else ""),
     ]
     return "\n".join(lines)
 

@@ -5,7 +5,10 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, compose_train
+
+from wycifar.bench import run_bench
+from wycifar.errors import ConfigError
 
 
 def bench(tmp_path, *overrides):
@@ -78,21 +81,11 @@ def test_bench_runs_past_one_epoch_and_rejects_too_few_batches(tmp_path):
         "data.eval_batch_size=32",
     )
     assert figures["data_img_s"] > 0 and figures["bare_img_s"] > 0 and figures["fit_img_s"] > 0
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "wycifar.bench",
-            "data.batch_size=16",
-            "bench.train_images=20",
-            "bench.warmup=5",
-            "trainer.accelerator=cpu",
-            f"hydra.run.dir={tmp_path / 'few'}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    cfg = compose_train(
+        tmp_path / "few",
+        ["data.batch_size=16", "bench.train_images=20", "bench.warmup=5", "trainer.accelerator=cpu"],
+        config_name="bench",
     )
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert "20 training images make 1 full batches of 16" in result.stderr and "bench.warmup=5" in result.stderr
+    with pytest.raises(ConfigError) as error:
+        run_bench(cfg)
+    assert "20 training images make 1 full batches of 16" in str(error.value) and "bench.warmup=5" in str(error.value)

@@ -222,3 +222,22 @@ def test_datamodule_splits(tmp_path: Path):
     with pytest.raises(ConfigError, match="data.val_size=50"):
         bad = CIFAR10DataModule(root=str(root), val_size=50)
         bad.setup("fit")
+
+
+def test_training_batches_carry_each_images_index_in_the_split(tmp_path: Path):
+    root = make_image_folder(tmp_path / "data", train_per_class=5, test_per_class=2)
+    dm = CIFAR10DataModule(root=str(root), batch_size=16, val_size=10, cache_dir=None)
+    dm.setup("fit")
+    batches = list(dm.train_dataloader())
+    index = torch.cat([b[2] for b in batches])
+    assert sorted(index.tolist()) == list(range(len(dm.train_data)))  # every image once, by its place in the split
+    for _, y, i in batches:
+        assert torch.equal(y, dm.train_data.labels[i])
+    # un-augmented, the batch is the indexed images themselves
+    plain = CIFAR10DataModule(root=str(root), batch_size=16, val_size=10, cache_dir=None, augment={"flip_p": 0.0})
+    plain.setup("fit")
+    loader = plain.train_dataloader()
+    x, _, i = next(iter(loader))
+    assert torch.equal(x, loader.normalize(plain.train_data.images[i]))
+    # evaluation batches stay (images, labels)
+    assert len(next(iter(dm.val_dataloader()))) == 2

@@ -44,12 +44,15 @@ BAD_SETTINGS = [
 # As a user meets them, each case is a fresh process (~10 s on 2 cores): two run by default (one of
 # ours, one of Lightning's passed through), the rest with `make test-slow`; every case is also
 # checked in this process below.
-IN_A_PROCESS = ("model.norm=xyz", "trainer.precision=17")
+ALSO_A_PROCESS_BY_DEFAULT = ("model.norm=xyz", "trainer.precision=17")
 
 
 @pytest.mark.parametrize(
     "override,fragment",
-    [case if case[0] in IN_A_PROCESS else pytest.param(*case, marks=pytest.mark.slow) for case in BAD_SETTINGS],
+    [
+        case if case[0] in ALSO_A_PROCESS_BY_DEFAULT else pytest.param(*case, marks=pytest.mark.slow)
+        for case in BAD_SETTINGS
+    ],
 )
 def test_config_errors_are_one_line_before_training(tmp_path, tiny_data, override, fragment):
     result = cli(override, f"data.root={tiny_data}", f"paths.log_dir={tmp_path}", "trainer.accelerator=cpu")

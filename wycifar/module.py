@@ -65,13 +65,18 @@ class WyCifarModule(L.LightningModule):
         if scheduler:
             check_choice("scheduler.interval", scheduler.get("interval", "epoch"), INTERVALS)
         self.net = WyCifarNet(**net)
-        if self.net.peers and sam_rho:
-            raise ConfigError(
-                f"module.sam_rho={sam_rho!r} does not work with model.peer_heads={len(self.net.peers) + 1}; use one of them"
+        # Each of these changes what a training step is; no two of them are combined.
+        exclusive = [
+            setting
+            for setting, on in (
+                (f"module.self_distill={self_distill!r}", self_distill),
+                (f"module.sam_rho={sam_rho!r}", sam_rho),
+                (f"model.peer_heads={len(self.net.peers) + 1}", self.net.peers),
             )
-        if self_distill and (sam_rho or self.net.peers):
-            other = f"module.sam_rho={sam_rho!r}" if sam_rho else f"model.peer_heads={len(self.net.peers) + 1}"
-            raise ConfigError(f"module.self_distill={self_distill!r} does not work with {other}; use one of them")
+            if on
+        ]
+        if len(exclusive) > 1:
+            raise ConfigError(f"{exclusive[0]} does not work with {exclusive[1]}; use one of them")
         if channels_last:
             # NHWC is 1.7x faster for these convs on the CPU; the loader yields NHWC batches to match.
             self.net = self.net.to(memory_format=torch.channels_last)

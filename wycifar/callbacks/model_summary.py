@@ -22,7 +22,8 @@ def knobs_header(net_config: dict, summary: Summary) -> str:
     strides = [f"stride {c.stride} (map {c.output_size}x{c.output_size})" for c in summary.convs if c.stride > 1]
     lines = [
         f"Using Normalization: {net_config.get('norm')}",
-        f"Using 1*1 Skip Connection: {net_config.get('skip_1x1')}",
+        f"Using 1*1 Skip Connection: {net_config.get('skip_1x1')}"
+        + (" (each 2x2 window averaged before it)" if net_config.get("skip_subsample") == "avg" else ""),
         f"Convolution Type: {net_config.get('conv')}",
         f"Number of Blocks: {net_config.get('num_blocks')}",
         f"Units Per Block: {net_config.get('units_per_block')}",

@@ -19,6 +19,7 @@ from wycifar.models.reparam import BranchedDepthwise
 NORMS = ("bn", "gn", "ln")
 CONV_TYPES = ("vanilla", "depthwise", "depthwise_separable")
 DOWNSAMPLING = ("dilated", "strided")
+SKIP_SUBSAMPLING = ("stride", "avg")
 
 
 # Module-level functions, not lambdas, so that a network stays picklable (ddp_spawn, deepcopy).
@@ -78,6 +79,8 @@ class WyConv2d(nn.Module):
     A 1x1 kernel is always a single dense convolution (it is the skip projection).
     `branches`: a depthwise_separable conv that keeps the resolution trains its depthwise filter
     as parallel branches that fold into it for test and export (wycifar.models.reparam).
+    `subsample`: how a strided 1x1 conv shrinks the map: "stride" keeps one pixel of each window
+    (the reference), "avg" averages the window first (ResNet-D), so no input pixel is ignored.
     """
 
     def __init__(
@@ -91,9 +94,12 @@ class WyConv2d(nn.Module):
         padding: int = 1,
         dilation: int = 1,
         branches: bool = False,
+        subsample: str = "stride",
     ) -> None:
         super().__init__()
         check_choice("model.conv", conv, CONV_TYPES)
+        check_choice("model.skip_subsample", subsample, SKIP_SUBSAMPLING)
+        self.subsample_by_avg = subsample == "avg"
         self.in_channels, self.out_channels = in_channels, out_channels
         # A strided 1x1 conv is a subsampling followed by a 1x1 conv. Done in that order because
         # torch 2.14's oneDNN backward of strided 1x1 convs in channels_last corrupts memory for
@@ -121,7 +127,9 @@ class WyConv2d(nn.Module):
         self.fp32_under_cpu_autocast = isinstance(first, nn.Conv2d) and first.groups > 1 and max(first.dilation) > 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.subsample > 1:
+        if self.subsample > 1 and self.subsample_by_avg:
+            x = F.avg_pool2d(x, self.subsample, ceil_mode=True)
+        elif self.subsample > 1:
             x = x[:, :, :: self.subsample, :: self.subsample]
         if self.fp32_under_cpu_autocast and x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
             with torch.autocast("cpu", enabled=False):
@@ -152,6 +160,7 @@ class WyResidual(nn.Module):
         gn_groups: int = 8,
         branches: bool = False,
         activation: str = "relu",
+        skip_subsample: str = "stride",
     ) -> None:
         super().__init__()
         check_choice("model.activation", activation, tuple(ACTIVATIONS))
@@ -179,6 +188,7 @@ class WyResidual(nn.Module):
                     kernel_size=1,
                     stride=2 if (stride != 1 or dilation != 1) else 1,
                     padding=0,
+                    subsample=skip_subsample,
                 ),
                 make_norm(norm, out_channels, gn_groups),
             )

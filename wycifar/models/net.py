@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wycifar.errors import ConfigError, check_choice, check_whole_number
-from wycifar.models.blocks import ACTIVATIONS, CONV_TYPES, DOWNSAMPLING, NORMS, WyBlock, WyResidual
+from wycifar.models.blocks import ACTIVATIONS, CONV_TYPES, DOWNSAMPLING, NORMS, SKIP_SUBSAMPLING, WyBlock, WyResidual
 from wycifar.models.reparam import fold_depthwise
 
 
@@ -52,12 +52,14 @@ class WyCifarNet(nn.Module):
         reparam: bool = False,
         activation: str = "relu",
         peer_heads: int = 1,
+        skip_subsample: str = "stride",
     ) -> None:
         super().__init__()
         check_choice("model.norm", norm, NORMS)
         check_choice("model.activation", activation, tuple(ACTIVATIONS))
         check_choice("model.conv", conv, CONV_TYPES)
         check_choice("model.downsample", downsample, DOWNSAMPLING)
+        check_choice("model.skip_subsample", skip_subsample, SKIP_SUBSAMPLING)
         for key, value in (
             ("num_blocks", num_blocks),
             ("units_per_block", units_per_block),
@@ -104,6 +106,7 @@ class WyCifarNet(nn.Module):
                     gn_groups=gn_groups,
                     branches=reparam,
                     activation=activation,
+                    skip_subsample=skip_subsample,
                 )
             ]
             units += [

@@ -28,6 +28,9 @@ def test_avg_skip_is_the_1x1_conv_of_the_2x2_window_means(size: int):
     assert torch.allclose(averaged(x), F.conv2d(expected_means, weight), atol=1e-6)
     assert torch.allclose(strided(x), F.conv2d(x[:, :, ::2, ::2], weight), atol=1e-6)
     assert not torch.allclose(averaged(x), strided(x), atol=1e-3)
+    # a window cut by the border is the mean of the pixels inside it: a flat image stays flat
+    flat = torch.full((1, 8, size, size), 0.5)
+    assert torch.allclose(averaged(flat), strided(flat), atol=1e-6)
 
 
 @pytest.mark.parametrize("downsample", ["dilated", "strided"])

@@ -18,7 +18,7 @@ from wycifar.train import train
 def test_avg_skip_is_the_1x1_conv_of_the_2x2_window_means(size: int):
     torch.manual_seed(0)
     strided = WyConv2d(8, 16, kernel_size=1, stride=2, padding=0)
-    averaged = WyConv2d(8, 16, kernel_size=1, stride=2, padding=0, subsample="avg")
+    averaged = WyConv2d(8, 16, kernel_size=1, stride=2, padding=0, subsample_by="avg")
     averaged.load_state_dict(strided.state_dict())
     x = torch.randn(2, 8, size, size)
     weight = strided.layers[0].weight

@@ -79,7 +79,7 @@ class WyConv2d(nn.Module):
     A 1x1 kernel is always a single dense convolution (it is the skip projection).
     `branches`: a depthwise_separable conv that keeps the resolution trains its depthwise filter
     as parallel branches that fold into it for test and export (wycifar.models.reparam).
-    `subsample`: how a strided 1x1 conv shrinks the map: "stride" keeps one pixel of each window
+    `subsample_by`: how a strided 1x1 conv shrinks the map: "stride" keeps one pixel of each window
     (the reference), "avg" averages the window first (ResNet-D), so no input pixel is ignored.
     """
 
@@ -94,12 +94,12 @@ class WyConv2d(nn.Module):
         padding: int = 1,
         dilation: int = 1,
         branches: bool = False,
-        subsample: str = "stride",
+        subsample_by: str = "stride",
     ) -> None:
         super().__init__()
         check_choice("model.conv", conv, CONV_TYPES)
-        check_choice("model.skip_subsample", subsample, SKIP_SUBSAMPLING)
-        self.subsample_by_avg = subsample == "avg"
+        check_choice("model.skip_subsample", subsample_by, SKIP_SUBSAMPLING)
+        self.subsample_by_avg = subsample_by == "avg"
         self.in_channels, self.out_channels = in_channels, out_channels
         # A strided 1x1 conv is a subsampling followed by a 1x1 conv. Done in that order because
         # torch 2.14's oneDNN backward of strided 1x1 convs in channels_last corrupts memory for
@@ -188,7 +188,7 @@ class WyResidual(nn.Module):
                     kernel_size=1,
                     stride=2 if (stride != 1 or dilation != 1) else 1,
                     padding=0,
-                    subsample=skip_subsample,
+                    subsample_by=skip_subsample,
                 ),
                 make_norm(norm, out_channels, gn_groups),
             )

@@ -13,6 +13,12 @@ from wycifar.models.summary import Summary, summarize
 log = logging.getLogger("wycifar.summary")
 
 
+SKIP_SUBSAMPLE_NOTES = {
+    "avg": " (each 2x2 window averaged before it)",
+    "centre": " (the pixels under the downsampling conv's centre taps)",
+}
+
+
 def knobs_header(net_config: dict, summary: Summary) -> str:
     dilations = [
         f"{c.dilation} (kernel {c.effective_kernel}, map {c.output_size}x{c.output_size})"
@@ -23,7 +29,7 @@ def knobs_header(net_config: dict, summary: Summary) -> str:
     lines = [
         f"Using Normalization: {net_config.get('norm')}",
         f"Using 1*1 Skip Connection: {net_config.get('skip_1x1')}"
-        + (" (each 2x2 window averaged before it)" if net_config.get("skip_subsample") == "avg" else ""),
+        + SKIP_SUBSAMPLE_NOTES.get(net_config.get("skip_subsample"), ""),
         f"Convolution Type: {net_config.get('conv')}",
         f"Number of Blocks: {net_config.get('num_blocks')}",
         f"Units Per Block: {net_config.get('units_per_block')}",

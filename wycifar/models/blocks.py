@@ -19,7 +19,7 @@ from wycifar.models.reparam import BranchedDepthwise
 NORMS = ("bn", "gn", "ln")
 CONV_TYPES = ("vanilla", "depthwise", "depthwise_separable")
 DOWNSAMPLING = ("dilated", "strided")
-SKIP_SUBSAMPLING = ("stride", "avg")
+SKIP_SUBSAMPLING = ("stride", "avg", "centre")
 
 
 # Module-level functions, not lambdas, so that a network stays picklable (ddp_spawn, deepcopy).
@@ -81,6 +81,8 @@ class WyConv2d(nn.Module):
     as parallel branches that fold into it for test and export (wycifar.models.reparam).
     `subsample_by`: how a strided 1x1 conv shrinks the map: "stride" keeps one pixel of each window
     (the reference), "avg" averages the window first (ResNet-D), so no input pixel is ignored.
+    `trim`: pixels cut from each side of the map before the conv (a 1x1 skip that keeps only the
+    part of the map a dilated conv centres its outputs on).
     """
 
     def __init__(
@@ -95,11 +97,13 @@ class WyConv2d(nn.Module):
         dilation: int = 1,
         branches: bool = False,
         subsample_by: str = "stride",
+        trim: int = 0,
     ) -> None:
         super().__init__()
         check_choice("model.conv", conv, CONV_TYPES)
-        check_choice("model.skip_subsample", subsample_by, SKIP_SUBSAMPLING)
+        check_choice("model.skip_subsample", subsample_by, ("stride", "avg"))
         self.subsample_by_avg = subsample_by == "avg"
+        self.trim = trim
         self.in_channels, self.out_channels = in_channels, out_channels
         # A strided 1x1 conv is a subsampling followed by a 1x1 conv. Done in that order because
         # torch 2.14's oneDNN backward of strided 1x1 convs in channels_last corrupts memory for
@@ -127,6 +131,8 @@ class WyConv2d(nn.Module):
         self.fp32_under_cpu_autocast = isinstance(first, nn.Conv2d) and first.groups > 1 and max(first.dilation) > 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.trim:
+            x = x[:, :, self.trim : -self.trim, self.trim : -self.trim]
         if self.subsample > 1 and self.subsample_by_avg:
             x = F.avg_pool2d(x, self.subsample, ceil_mode=True)
         elif self.subsample > 1:
@@ -143,7 +149,10 @@ class WyResidual(nn.Module):
 
     conv1 may downsample (by its dilation or its stride). The skip is the identity when the shape
     is unchanged, a 1x1 projection + norm when it changes and `skip_1x1` is set, and absent
-    otherwise.
+    otherwise. `skip_subsample` says how a 1x1 skip halves the map: "stride" and "avg" as in
+    WyConv2d; "centre" takes, for each output pixel, the input pixel under conv1's centre tap: in a
+    dilated unit the centre (size - 2 * (dilation - padding)) square at stride 1, so the skip and
+    the main path add up the same place of the image; in a strided unit that is the strided skip.
     """
 
     def __init__(
@@ -180,15 +189,19 @@ class WyResidual(nn.Module):
         reshapes = in_channels != out_channels or stride != 1 or dilation != 1
         self.identity_skip = not reshapes
         self.skip: nn.Module | None = None
+        check_choice("model.skip_subsample", skip_subsample, SKIP_SUBSAMPLING)
         if reshapes and skip_1x1:
+            halves = stride != 1 or dilation != 1
+            centred = skip_subsample == "centre" and dilation != 1
             self.skip = nn.Sequential(
                 WyConv2d(
                     in_channels,
                     out_channels,
                     kernel_size=1,
-                    stride=2 if (stride != 1 or dilation != 1) else 1,
+                    stride=2 if halves and not centred else 1,
                     padding=0,
-                    subsample_by=skip_subsample,
+                    subsample_by="avg" if skip_subsample == "avg" else "stride",
+                    trim=dilation - padding if centred else 0,
                 ),
                 make_norm(norm, out_channels, gn_groups),
             )

@@ -31,7 +31,7 @@ def test_option_composes(tmp_path: Path, group: str, option: str):
     if group in ("model", "experiment"):
         module = build_module(cfg)
         params = sum(p.numel() for p in module.net.parameters())
-        if option in ("dws_dilated", "dws_strided", "seed", "seed_readme", "fast", "fast_gelu"):
+        if option in ("dws_dilated", "dws_strided", "seed", "seed_readme", "fast", "fast_gelu", "fast_gelu_avgskip"):
             assert params == 95_653
     if group == "data":
         assert instantiate(cfg.data).batch_size == cfg.data.batch_size
@@ -67,7 +67,7 @@ def test_activation_override_reaches_every_unit(tmp_path: Path):
     assert build_module(compose_train(tmp_path, [])).net.blocks[0].units[0].activation is ACTIVATIONS["relu"]
 
 
-def test_fast_gelu_experiment_is_fast_with_gelu_and_nothing_else(tmp_path: Path):
+def test_fast_gelu_recipes_are_fast_with_gelu_and_avg_skips_and_nothing_else(tmp_path: Path):
     def recipe(overrides: list[str]) -> dict:
         cfg = OmegaConf.to_container(compose_train(tmp_path, overrides))
         del cfg["hydra"], cfg["task_name"]
@@ -77,6 +77,8 @@ def test_fast_gelu_experiment_is_fast_with_gelu_and_nothing_else(tmp_path: Path)
     assert gelu == recipe(["experiment=fast", "model.activation=gelu"])
     assert gelu != recipe(["experiment=fast"])
     assert gelu["model"]["activation"] == "gelu" and gelu["data"]["batch_size"] == 64
+    assert recipe(["experiment=fast_gelu_avgskip"]) == recipe(["experiment=fast_gelu", "model.skip_subsample=avg"])
+    assert gelu["model"]["skip_subsample"] == "stride"
 
 
 def test_seed_readme_experiment_is_the_reference_readme_recipe(tmp_path: Path):

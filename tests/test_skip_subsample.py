@@ -107,3 +107,9 @@ def test_bad_skip_subsample_is_refused():
         ConfigError, match=r"model.skip_subsample='max' is not allowed; choose one of: stride, avg, centre"
     ):
         WyCifarNet(skip_subsample="max")
+    with pytest.raises(ConfigError, match=r"model.skip_subsample='max' is not allowed"):
+        WyResidual(8, 16, conv="depthwise_separable", norm="bn", dilation=9, skip_subsample="max")
+    with pytest.raises(ConfigError, match=r"subsample_by='centre' is not allowed; choose one of: stride, avg"):
+        WyConv2d(8, 16, kernel_size=1, stride=2, padding=0, subsample_by="centre")
+    with pytest.raises(ConfigError, match=r"trim=-1 is not allowed; it must be 0 or more pixels"):
+        WyConv2d(8, 16, kernel_size=1, padding=0, trim=-1)

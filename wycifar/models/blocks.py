@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wycifar.errors import check_choice
+from wycifar.errors import ConfigError, check_choice
 from wycifar.models.reparam import BranchedDepthwise
 
 NORMS = ("bn", "gn", "ln")
@@ -101,7 +101,9 @@ class WyConv2d(nn.Module):
     ) -> None:
         super().__init__()
         check_choice("model.conv", conv, CONV_TYPES)
-        check_choice("model.skip_subsample", subsample_by, ("stride", "avg"))
+        check_choice("subsample_by", subsample_by, ("stride", "avg"))
+        if trim < 0:
+            raise ConfigError(f"trim={trim!r} is not allowed; it must be 0 or more pixels")
         self.subsample_by_avg = subsample_by == "avg"
         self.trim = trim
         self.in_channels, self.out_channels = in_channels, out_channels

@@ -68,17 +68,17 @@ def test_centre_skip_is_the_strided_skip_in_a_strided_network():
 @pytest.mark.parametrize("subsample", ["avg", "centre"])
 @pytest.mark.parametrize("downsample", ["dilated", "strided"])
 def test_skip_subsample_keeps_the_reference_network_layer_for_layer(downsample: str, subsample: str):
-    reference, averaged = WyCifarNet(downsample=downsample), WyCifarNet(downsample=downsample, skip_subsample=subsample)
-    assert averaged.state_dict().keys() == reference.state_dict().keys()
-    assert sum(p.numel() for p in averaged.parameters()) == 95_653
+    reference, changed = WyCifarNet(downsample=downsample), WyCifarNet(downsample=downsample, skip_subsample=subsample)
+    assert changed.state_dict().keys() == reference.state_dict().keys()
+    assert sum(p.numel() for p in changed.parameters()) == 95_653
     rows = lambda net: [(r.name, r.output_shape, r.params) for r in summarize(net).rows]  # noqa: E731
-    assert rows(averaged) == rows(reference)
+    assert rows(changed) == rows(reference)
     if (downsample, subsample) == ("strided", "centre"):
         return  # the same network: test_centre_skip_is_the_strided_skip_in_a_strided_network
-    averaged.load_state_dict(reference.state_dict())
+    changed.load_state_dict(reference.state_dict())
     x = torch.randn(2, 3, 32, 32)
-    # the same weights give other outputs: the skips see the window means
-    assert not torch.allclose(averaged.eval()(x), reference.eval()(x), atol=1e-4)
+    # the same weights give other outputs: the skips see other pixels (window means, the centre)
+    assert not torch.allclose(changed.eval()(x), reference.eval()(x), atol=1e-4)
 
 
 @pytest.mark.parametrize(

@@ -188,12 +188,12 @@ class WyResidual(nn.Module):
         self.norm1 = make_norm(norm, out_channels, gn_groups)
         self.conv2 = WyConv2d(out_channels, out_channels, conv=conv, branches=branches)
         self.norm2 = make_norm(norm, out_channels, gn_groups)
-        reshapes = in_channels != out_channels or stride != 1 or dilation != 1
+        halves = stride != 1 or dilation != 1
+        reshapes = in_channels != out_channels or halves
         self.identity_skip = not reshapes
         self.skip: nn.Module | None = None
         check_choice("model.skip_subsample", skip_subsample, SKIP_SUBSAMPLING)
         if reshapes and skip_1x1:
-            halves = stride != 1 or dilation != 1
             centred = skip_subsample == "centre" and dilation != 1
             self.skip = nn.Sequential(
                 WyConv2d(

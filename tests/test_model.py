@@ -100,6 +100,7 @@ def test_depth_and_width_knobs(blocks, units, width):
         ({"dropout": 1.0}, "model.dropout=1.0"),
         ({"num_blocks": 0}, "model.num_blocks=0"),
         ({"activation": "swish"}, "model.activation='swish'"),
+        ({"first_block_skip": "no"}, "model.first_block_skip='no'"),
     ],
 )
 def test_bad_knobs_raise_one_clear_error(kwargs, fragment):
@@ -169,6 +170,36 @@ def test_zero_init_residual_starts_every_unit_with_a_skip_as_its_skip():
     x = torch.randn(2, 64, 16, 16)
     identity_unit = net.blocks[1].units[1]
     assert torch.allclose(identity_unit(x.clone()), torch.relu(x))
+
+
+def test_first_block_without_skips_is_a_plain_stack_with_the_reference_table():
+    """first_block_skip=false: block 1's units compute act(norm2(conv2(act(norm1(conv1(x)))))) with
+    no skip added, the later blocks are untouched, and the summary table is still the reference's
+    row for row (its dead 1x1 skip runs and is counted) with those 160 parameters frozen."""
+    torch.manual_seed(0)
+    net = WyCifarNet(first_block_skip=False, dropout=0.0).eval()
+    with_skips = WyCifarNet(dropout=0.0).eval()
+    with_skips.load_state_dict(net.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        h = x
+        for unit in net.blocks[0].units:
+            h = torch.relu(unit.norm2(unit.conv2(torch.relu(unit.norm1(unit.conv1(h))))))
+        assert torch.equal(net.blocks[0](x), h)
+        assert not torch.allclose(with_skips.blocks[0](x), h)
+        assert torch.equal(net.blocks[1](h), with_skips.blocks[1](h))
+    assert [u.add_skip for b in net.blocks for u in b.units] == [False, False, True, True, True, True]
+    frozen = [n for n, p in net.named_parameters() if not p.requires_grad]
+    assert frozen and all(n.startswith("blocks.0.units.0.skip.") for n in frozen)
+    summary = summarize(net)
+    assert summary.total_params == 95_653 and summary.trainable_params == 95_653 - 160
+    reference = summarize(WyCifarNet())
+    assert [(r.name, r.output_shape, r.params) for r in summary.rows] == [
+        (r.name, r.output_shape, r.params) for r in reference.rows
+    ]
+    # zero_init_residual leaves the units without a skip alone (zeroing them would cut the network)
+    zero = WyCifarNet(first_block_skip=False, zero_init_residual=True)
+    assert [bool((u.norm2.weight == 0).all()) for b in zero.blocks for u in b.units] == [False, False] + [True] * 4
 
 
 @pytest.mark.parametrize("activation", ["relu", "gelu", "silu", "hardswish", "leaky_relu"])

@@ -121,6 +121,17 @@ def test_ddp_sim_trains_and_reports_once(tmp_path: Path):
     )
 
 
+@pytest.mark.slow
+def test_ddp_sim_trains_a_first_block_without_skips(tmp_path: Path, tiny_data: Path):
+    """model.first_block_skip=false leaves a 1x1 skip that nothing is added from: frozen, DDP needs
+    no find_unused_parameters (unfrozen, gloo stops at the second step for want of its gradient)."""
+    overrides = [*TINY, "trainer=ddp_sim", f"data.root={tiny_data}", "model.first_block_skip=false", "test=false"]
+    metrics, objects = train(compose_train(tmp_path, [*overrides, "callbacks.progress_bar.refresh_rate=0"]))
+    assert objects["trainer"].world_size == 2 and "train/loss" in metrics
+    rows = list(csv.DictReader((tmp_path / "run" / "epochs.csv").open()))
+    assert [r["Epoch"] for r in rows] == ["1", "2"]
+
+
 def test_ship_copies_a_run_into_results(tmp_path: Path, tiny_data: Path):
     result = run_train(
         f"data.root={tiny_data}",

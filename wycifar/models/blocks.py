@@ -149,6 +149,9 @@ class WyConv2d(nn.Module):
 class WyResidual(nn.Module):
     """act(norm(conv2(act(norm(conv1(x))))) + skip(x)), act being ReLU unless `activation` says.
 
+    `add_skip=False` leaves out the "+ skip(x)" (a plain two-conv unit, as the reference's code
+    built its first block); a 1x1 skip is then still built, run and counted, but frozen.
+
     conv1 may downsample (by its dilation or its stride). The skip is the identity when the shape
     is unchanged, a 1x1 projection + norm when it changes and `skip_1x1` is set, and absent
     otherwise. `skip_subsample` says how a 1x1 skip halves the map: "stride" and "avg" as in
@@ -172,10 +175,12 @@ class WyResidual(nn.Module):
         branches: bool = False,
         activation: str = "relu",
         skip_subsample: str = "stride",
+        add_skip: bool = True,
     ) -> None:
         super().__init__()
         check_choice("model.activation", activation, tuple(ACTIVATIONS))
         self.activation = ACTIVATIONS[activation]
+        self.add_skip = add_skip
         self.conv1 = WyConv2d(
             in_channels,
             out_channels,
@@ -207,14 +212,17 @@ class WyResidual(nn.Module):
                 ),
                 make_norm(norm, out_channels, gn_groups),
             )
+            if not add_skip:
+                # Run but never added, as in the reference's first block: nothing reaches it to
+                # learn from, and frozen it needs no find_unused_parameters under DDP.
+                self.skip.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.activation(self.norm1(self.conv1(x)))
         y = self.norm2(self.conv2(y))
-        if self.identity_skip:
-            y += x
-        elif self.skip is not None:
-            y += self.skip(x)
+        skip = x if self.identity_skip else self.skip(x) if self.skip is not None else None
+        if skip is not None and self.add_skip:
+            y += skip
         return self.activation(y)
 
 

@@ -53,6 +53,7 @@ class WyCifarNet(nn.Module):
         activation: str = "relu",
         peer_heads: int = 1,
         skip_subsample: str = "stride",
+        first_block_skip: bool = True,
     ) -> None:
         super().__init__()
         check_choice("model.norm", norm, NORMS)
@@ -69,8 +70,9 @@ class WyCifarNet(nn.Module):
             ("peer_heads", peer_heads),
         ):
             check_whole_number(f"model.{key}", value)
-        if not isinstance(reparam, bool):
-            raise ConfigError(f"model.reparam={reparam!r} is not allowed; it must be true or false")
+        for key, flag in (("reparam", reparam), ("first_block_skip", first_block_skip)):
+            if not isinstance(flag, bool):
+                raise ConfigError(f"model.{key}={flag!r} is not allowed; it must be true or false")
         if reparam and (norm, conv) != ("bn", "depthwise_separable"):
             # the branches' constant is absorbed by a BatchNorm after a pointwise conv
             raise ConfigError(
@@ -87,6 +89,7 @@ class WyCifarNet(nn.Module):
         for b in range(num_blocks):
             width = base_width * 2**b
             stride, dilation, padding = 1, 1, 1
+            add_skip = b > 0 or first_block_skip
             if b > 0:
                 if downsample == "dilated":
                     dilation, padding = dilated_halving(size)
@@ -107,11 +110,19 @@ class WyCifarNet(nn.Module):
                     branches=reparam,
                     activation=activation,
                     skip_subsample=skip_subsample,
+                    add_skip=add_skip,
                 )
             ]
             units += [
                 WyResidual(
-                    width, width, conv=conv, norm=norm, gn_groups=gn_groups, branches=reparam, activation=activation
+                    width,
+                    width,
+                    conv=conv,
+                    norm=norm,
+                    gn_groups=gn_groups,
+                    branches=reparam,
+                    activation=activation,
+                    add_skip=add_skip,
                 )
                 for _ in range(units_per_block - 1)
             ]
@@ -190,5 +201,5 @@ def _start_as_skip(block: nn.Module) -> None:
     """Each unit with a skip starts as that skip (torchvision's zero_init_residual): the scale of
     its last norm starts at 0, which helps short schedules."""
     for unit in block.units:
-        if unit.identity_skip or unit.skip is not None:
+        if unit.add_skip and (unit.identity_skip or unit.skip is not None):
             nn.init.zeros_(unit.norm2.weight)

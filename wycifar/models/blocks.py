@@ -217,11 +217,16 @@ class WyResidual(nn.Module):
                 # learn from, and frozen it needs no find_unused_parameters under DDP.
                 self.skip.requires_grad_(False)
 
+    @property
+    def adds_skip(self) -> bool:
+        """Whether the unit's output has a skip sum in it (what zero_init_residual relies on)."""
+        return self.add_skip and (self.identity_skip or self.skip is not None)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.activation(self.norm1(self.conv1(x)))
         y = self.norm2(self.conv2(y))
         skip = x if self.identity_skip else self.skip(x) if self.skip is not None else None
-        if skip is not None and self.add_skip:
+        if self.adds_skip:
             y += skip
         return self.activation(y)
 

@@ -201,5 +201,5 @@ def _start_as_skip(block: nn.Module) -> None:
     """Each unit with a skip starts as that skip (torchvision's zero_init_residual): the scale of
     its last norm starts at 0, which helps short schedules."""
     for unit in block.units:
-        if unit.add_skip and (unit.identity_skip or unit.skip is not None):
+        if unit.adds_skip:
             nn.init.zeros_(unit.norm2.weight)

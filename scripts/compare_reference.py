@@ -88,14 +88,15 @@ def windows_for(epochs: int) -> list[tuple[str, int, int]]:
 
 def report(reference: Curve, runs: list[Curve], per_epoch: bool) -> list[str]:
     windows = windows_for(len(reference.val_acc))
-    lines = ["run".ljust(40) + "".join(f" | val {label:>5}  train {label:>5}" for label, _, _ in windows)]
+    width = max(len(curve.name) for curve in (reference, *runs))
+    lines = ["run".ljust(width) + "".join(f" | val {label:>5}  train {label:>5}" for label, _, _ in windows)]
 
     def row(curve: Curve) -> str:
         cells = "".join(
             f" | {curve.mean(curve.val_acc, a, b):8.2f}%  {curve.mean(curve.train_acc, a, b):10.2f}%"
             for _, a, b in windows
         )
-        return curve.name[-40:].ljust(40) + cells
+        return curve.name.ljust(width) + cells
 
     lines.append(row(reference))
     lines.extend(row(run) for run in runs)

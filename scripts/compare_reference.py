@@ -42,8 +42,10 @@ class Curve:
     val_acc: list[float]
     val_loss: list[float]
 
-    def mean(self, values: list[float], first: int, last: int) -> float:
-        return statistics.fmean(values[first - 1 : last])
+
+def window_mean(values: list[float], first: int, last: int) -> float:
+    """The mean over epochs first..last, counted from 1 as the tables count them."""
+    return statistics.fmean(values[first - 1 : last])
 
 
 def read_reference(path: Path) -> Curve:
@@ -93,7 +95,7 @@ def report(reference: Curve, runs: list[Curve], per_epoch: bool) -> list[str]:
 
     def row(curve: Curve) -> str:
         cells = "".join(
-            f" | {curve.mean(curve.val_acc, a, b):8.2f}%  {curve.mean(curve.train_acc, a, b):10.2f}%"
+            f" | {window_mean(curve.val_acc, a, b):8.2f}%  {window_mean(curve.train_acc, a, b):10.2f}%"
             for _, a, b in windows
         )
         return curve.name.ljust(width) + cells
@@ -102,9 +104,9 @@ def report(reference: Curve, runs: list[Curve], per_epoch: bool) -> list[str]:
     lines.extend(row(run) for run in runs)
     if len(runs) >= MIN_RUNS_FOR_SPREAD:
         for label, first, last in windows:
-            values = [run.mean(run.val_acc, first, last) for run in runs]
+            values = [window_mean(run.val_acc, first, last) for run in runs]
             mean, sd = statistics.fmean(values), statistics.stdev(values)
-            ref = reference.mean(reference.val_acc, first, last)
+            ref = window_mean(reference.val_acc, first, last)
             where = f"{(ref - mean) / sd:+.1f} sd from their mean" if sd > 0 else "their spread is 0"
             lines.append(
                 f"validation accuracy, epochs {label}: {len(runs)} runs {mean:.2f}% mean, sd {sd:.2f}, "

@@ -18,7 +18,8 @@ loader, batched augmentation, LightningModule, scheduler or trainer:
   python scripts/reference_pipeline.py ../shared/data/cifar10 OUT [--seed 0] [--precision bf16]
 
 OUT gets epochs.csv (the columns of wycifar's, so scripts/compare_reference.py reads it) and
-metrics.json. --limit N trains and tests on the first N images of each split (for tests).
+metrics.json. --limit N trains and tests on N images of each split, taken evenly across its classes
+(a quick check).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ WEIGHT_DECAY = 9.765625e-07
 PRECISIONS = ("bf16", "fp32")
 
 
-def interpolate(points: tuple[tuple[float, float], ...], epoch: int) -> float:
+def interpolate(points: tuple[tuple[float, float], ...], epoch: float) -> float:
     xs, ys = zip(*points)
     return float(np.interp(epoch, xs, ys))
 
@@ -127,6 +128,8 @@ def train(args: argparse.Namespace) -> dict:
         raise ConfigError(f"--precision={args.precision!r} is not allowed; choose one of {', '.join(PRECISIONS)}")
     if args.epochs < 1:
         raise ConfigError(f"--epochs={args.epochs!r} is not allowed; it must be >= 1")
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit={args.limit!r} is not allowed; it must be >= 1 (or left out: every image)")
     root = Path(args.data_root)
     train_images, train_labels = decode(root, "train", args.limit)
     test_images, test_labels = decode(root, "test", args.limit)
@@ -186,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--precision", default="bf16", help="bf16 (autocast) or fp32")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--limit", type=int, default=None, help="images per split (tests)")
+    parser.add_argument(
+        "--limit", type=int, default=None, help="images per split, evenly across its classes (a quick check)"
+    )
     args = parser.parse_args(argv)
     metrics = run_cli(lambda: train(args))
     print(f"test accuracy {metrics['test/acc']:.2f}%, training accuracy {metrics['train/acc']:.2f}%")

@@ -61,6 +61,12 @@ def test_augmentation_is_the_reference_codes():
     assert 0.45 < holes / 2000 < 0.55
 
 
+def test_limit_takes_images_evenly_across_the_classes(real_data):
+    images, labels = reference_pipeline.decode(real_data, "test", limit=500)
+    assert images.shape == (500, 32, 32, 3) and images.dtype == np.uint8
+    assert np.bincount(labels).tolist() == [50] * 10
+
+
 def test_test_images_are_only_normalised():
     image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     out = reference_pipeline.transforms(train=False)(image=image)["image"]
@@ -73,6 +79,7 @@ def test_test_images_are_only_normalised():
     [
         (["--precision", "fp16"], "error: --precision='fp16' is not allowed; choose one of bf16, fp32"),
         (["--epochs", "0"], "error: --epochs=0 is not allowed; it must be >= 1"),
+        (["--limit", "0"], "error: --limit=0 is not allowed; it must be >= 1 (or left out: every image)"),
     ],
 )
 def test_bad_arguments_are_one_line_and_exit_2(tiny_data, tmp_path, capsys, args, message):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import random
 import sys
@@ -38,8 +39,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from wycifar.callbacks.common import atomic_write_text
+from wycifar.callbacks.epoch_table import COLUMNS
 from wycifar.cli import run_cli
-from wycifar.errors import ConfigError
+from wycifar.errors import ConfigError, check_choice, check_whole_number
 from wycifar.models import WyCifarNet
 
 MEAN = (0.4914, 0.4822, 0.4465)
@@ -124,12 +127,10 @@ def evaluate(model, loader, autocast) -> tuple[float, float]:
 
 
 def train(args: argparse.Namespace) -> dict:
-    if args.precision not in PRECISIONS:
-        raise ConfigError(f"--precision={args.precision!r} is not allowed; choose one of {', '.join(PRECISIONS)}")
-    if args.epochs < 1:
-        raise ConfigError(f"--epochs={args.epochs!r} is not allowed; it must be >= 1")
-    if args.limit is not None and args.limit < 1:
-        raise ConfigError(f"--limit={args.limit!r} is not allowed; it must be >= 1 (or left out: every image)")
+    check_choice("--precision", args.precision, PRECISIONS)
+    check_whole_number("--epochs", args.epochs)
+    if args.limit is not None:
+        check_whole_number("--limit", args.limit)
     root = Path(args.data_root)
     train_images, train_labels = decode(root, "train", args.limit)
     test_images, test_labels = decode(root, "test", args.limit)
@@ -158,9 +159,10 @@ def train(args: argparse.Namespace) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for epoch in range(args.epochs):
-        lr = interpolate(LR_POINTS, epoch * 24 / args.epochs)
+        position = epoch * 24 / args.epochs  # the schedule's epoch index, its 24 epochs stretched over ours
+        lr = interpolate(LR_POINTS, position)
         for group in optimizer.param_groups:
-            group["lr"], group["momentum"] = lr, interpolate(MOMENTUM_POINTS, epoch * 24 / args.epochs)
+            group["lr"], group["momentum"] = lr, interpolate(MOMENTUM_POINTS, position)
         start = time.perf_counter()
         train_loss, train_acc = run_epoch(model, train_loader, optimizer, autocast)
         val_loss, val_acc = evaluate(model, test_loader, autocast)
@@ -170,12 +172,13 @@ def train(args: argparse.Namespace) -> dict:
             f"| {val_loss:.6f} | {val_acc:.2f}% |",
             flush=True,
         )
-        with open(out / "epochs.csv", "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["Epoch", "LR", "Time", "TrainLoss", "TrainAcc", "ValLoss", "ValAcc"])
-            writer.writerows(rows)
+        table = io.StringIO()
+        writer = csv.writer(table)
+        writer.writerow(COLUMNS)
+        writer.writerows(rows)
+        atomic_write_text(out / "epochs.csv", table.getvalue())
     metrics = {"test/acc": rows[-1][6], "train/acc": rows[-1][4], "seed": args.seed, "precision": args.precision}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1) + "\n")
     return metrics
 
 

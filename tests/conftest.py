@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -20,6 +23,14 @@ REAL_CIFAR = SHARED / "data" / "cifar10"
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 os.environ.setdefault("PYTHONHASHSEED", "0")
+
+
+def load_script(name: str) -> ModuleType:
+    """scripts/<name>.py as a module, registered under its name (dataclasses and process pools look it up)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def class_image(label: int, rng: np.random.Generator, size: int = 32) -> np.ndarray:

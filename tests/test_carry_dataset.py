@@ -1,18 +1,14 @@
 """scripts/carry_dataset.py: an image folder packed into parts, unpacked elsewhere, decodes to the same tensors."""
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, make_image_folder
+from conftest import load_script, make_image_folder
 
 from wycifar.data.sources import load_split
 
-spec = importlib.util.spec_from_file_location("carry_dataset", ROOT / "scripts" / "carry_dataset.py")
-carry_dataset = sys.modules["carry_dataset"] = importlib.util.module_from_spec(spec)  # its pool pickles by name
-spec.loader.exec_module(carry_dataset)
+carry_dataset = load_script("carry_dataset")  # registered by name: its pool pickles by name
 
 
 def test_parts_unpack_to_the_same_tensors_and_a_missing_part_is_caught(tmp_path: Path, capsys):

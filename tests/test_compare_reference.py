@@ -1,17 +1,13 @@
 """scripts/compare_reference.py: shipped runs' epoch tables against the reference's published log."""
 
 import csv
-import importlib.util
 import statistics
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SHARED
+from conftest import ROOT, SHARED, load_script
 
-spec = importlib.util.spec_from_file_location("compare_reference", ROOT / "scripts" / "compare_reference.py")
-compare_reference = sys.modules["compare_reference"] = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(compare_reference)
+compare_reference = load_script("compare_reference")
 
 SEED_README = SHARED / "reference" / "seed-README.md"
 SHIPPED = [ROOT / "results" / "seed", ROOT / "results" / "seed_seed1"]

@@ -1,19 +1,15 @@
 """scripts/reference_pipeline.py: the reference recipe trained without wycifar's data and training code."""
 
 import csv
-import importlib.util
 import json
-import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, make_image_folder
+from conftest import load_script, make_image_folder
 
 pytest.importorskip("albumentations")  # the `reference` extra, part of `dev`
 
-spec = importlib.util.spec_from_file_location("reference_pipeline", ROOT / "scripts" / "reference_pipeline.py")
-reference_pipeline = sys.modules["reference_pipeline"] = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(reference_pipeline)
+reference_pipeline = load_script("reference_pipeline")
 
 
 def test_trains_and_writes_a_table_compare_reference_reads(tmp_path, capsys):
@@ -33,10 +29,7 @@ def test_trains_and_writes_a_table_compare_reference_reads(tmp_path, capsys):
     assert float(rows[-1]["ValAcc"]) > 50  # ten classes: chance is 10%
     assert f"test accuracy {metrics['test/acc']:.2f}%" in capsys.readouterr().out
 
-    spec = importlib.util.spec_from_file_location("compare_reference", ROOT / "scripts" / "compare_reference.py")
-    compare_reference = sys.modules["compare_reference"] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(compare_reference)
-    curve = compare_reference.read_run(out)
+    curve = load_script("compare_reference").read_run(out)
     assert curve.val_acc == [float(r["ValAcc"]) for r in rows]
 
 
@@ -77,9 +70,9 @@ def test_test_images_are_only_normalised():
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--precision", "fp16"], "error: --precision='fp16' is not allowed; choose one of bf16, fp32"),
-        (["--epochs", "0"], "error: --epochs=0 is not allowed; it must be >= 1"),
-        (["--limit", "0"], "error: --limit=0 is not allowed; it must be >= 1 (or left out: every image)"),
+        (["--precision", "fp16"], "error: --precision='fp16' is not allowed; choose one of: bf16, fp32"),
+        (["--epochs", "0"], "error: --epochs=0 is not allowed; it must be a whole number >= 1"),
+        (["--limit", "0"], "error: --limit=0 is not allowed; it must be a whole number >= 1"),
     ],
 )
 def test_bad_arguments_are_one_line_and_exit_2(tiny_data, tmp_path, capsys, args, message):

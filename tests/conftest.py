@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
@@ -23,14 +20,6 @@ REAL_CIFAR = SHARED / "data" / "cifar10"
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 os.environ.setdefault("PYTHONHASHSEED", "0")
-
-
-def load_script(name: str) -> ModuleType:
-    """scripts/<name>.py as a module, registered under its name (dataclasses and process pools look it up)."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = sys.modules[name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def class_image(label: int, rng: np.random.Generator, size: int = 32) -> np.ndarray:
@@ -102,20 +91,25 @@ def evaluate_checkpoint(tmp_path: Path, ckpt: str | Path, data_root: Path, extra
 
 
 def assert_resume_matches_straight(tmp_path: Path, overrides: list[str]) -> Path:
-    """Train one epoch, resume it to two, train two straight: the two final checkpoints must hold
-    the same weights. Returns the one-epoch run's last checkpoint for further checks."""
+    """Train one epoch of two and stop, resume it, train two straight: the two final checkpoints
+    must hold the same weights. Returns the stopped run's last checkpoint for further checks."""
     import torch
+    from lightning.pytorch.callbacks import Callback
 
     from wycifar.train import train
 
+    class StopAfterFirstEpoch(Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            trainer.should_stop = True
+
     first = tmp_path / "a" / "run" / "checkpoints" / "last.ckpt"
     runs = {
-        "a": ["trainer.max_epochs=1"],
-        "b": ["trainer.max_epochs=2", f"ckpt_path={first}"],  # resumes a
-        "c": ["trainer.max_epochs=2"],
+        "a": ([], [StopAfterFirstEpoch()]),
+        "b": ([f"ckpt_path={first}"], []),  # resumes a
+        "c": ([], []),
     }
-    for name, extra in runs.items():
-        train(compose_train(tmp_path / name, [*overrides, "test=false", *extra]))
+    for name, (extra, callbacks) in runs.items():
+        train(compose_train(tmp_path / name, [*overrides, "trainer.max_epochs=2", "test=false", *extra]), callbacks)
     final = {n: torch.load(tmp_path / n / "run" / "checkpoints" / "last.ckpt", weights_only=True) for n in "bc"}
     resumed, straight = final["b"]["state_dict"], final["c"]["state_dict"]
     assert resumed.keys() == straight.keys()

@@ -27,7 +27,7 @@ def model(tmp_path_factory):
             f"data.root={data}",
             "trainer.max_epochs=6",
             "scheduler=onecycle",
-            "scheduler.max_lr=0.05",
+            "optimizer.lr=0.05",
             "callbacks=model_checkpoint",
             "logger=none",
         ],

@@ -99,7 +99,8 @@ def test_divergence_stops_keeps_last_good_checkpoint(tmp_path, tiny_data):
             *TINY,
             f"data.root={tiny_data}",
             "trainer.max_epochs=3",
-            "scheduler.points=[[0,0.05],[0.5,0.05],[1,1e6],[3,1e6]]",
+            "optimizer.lr=1e6",
+            "scheduler.points=[[0,5e-8],[0.5,5e-8],[1,1],[3,1]]",
         ],
     )
     with pytest.raises(DivergenceError, match="training diverged: loss is (nan|inf)"):

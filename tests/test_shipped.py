@@ -1,21 +1,31 @@
-"""Each model shipped under results/ loads as the 95,653-parameter network, its ONNX twin gives the same
-logits, and the accuracy in its name is the one its run report states."""
+"""What results/ ships: each recipe's model loads as the 95,653-parameter network and its ONNX twin
+gives the same logits; every seed's epoch table and ONNX model agree with each other and, on the
+real test images, with the accuracy in the model's name."""
 
+import csv
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from conftest import REAL_CIFAR
 
 from wycifar.callbacks.onnx_export import check_onnx
 from wycifar.checkpoints import load_module
 from wycifar.predict import RESULTS, SHIPPED
 
+RECIPES = ["default", "reference", "reference_readme"]
 SHIPPED_CKPTS = sorted(RESULTS.glob("*/model_*.ckpt"))
+SEED_MODELS = sorted(RESULTS.glob("*/seeds/seed*_model_*.onnx"))
+SEED_MODEL = re.compile(r"seed(\d+)_model_(\d+)_(\d\.\d+)\.onnx$")
 
 
-def test_results_ship_models():
-    assert {p.parent.name for p in SHIPPED_CKPTS} >= {"seed", "fast", "fast_gelu"}
+def test_every_recipe_ships_a_model_and_its_seeds():
+    assert sorted(p.parent.name for p in SHIPPED_CKPTS) == RECIPES
+    for recipe in RECIPES:
+        assert list((RESULTS / recipe / "seeds").glob("seed*.csv")), recipe
+        assert "Run folder" not in (RESULTS / recipe / "report.md").read_text()
 
 
 @pytest.mark.parametrize("ckpt", SHIPPED_CKPTS, ids=lambda p: p.parent.name)
@@ -27,3 +37,40 @@ def test_shipped_model_matches_its_onnx_twin_and_its_report(ckpt: Path):
     assert sum(p.numel() for p in net.parameters()) == int(params) == 95_653
     x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     assert check_onnx(net, ckpt.with_suffix(".onnx"), x, atol=1e-4, rtol=0.0) <= 1e-4
+    # the recipe's model is one of its seeds
+    assert list((ckpt.parent / "seeds").glob(f"seed*_{ckpt.with_suffix('.onnx').name}"))
+
+
+@pytest.mark.parametrize("onnx_path", SEED_MODELS, ids=lambda p: f"{p.parent.parent.name}-{p.name[:5]}")
+def test_each_seed_model_is_the_best_epoch_of_its_table(onnx_path: Path):
+    seed, _, acc = SEED_MODEL.search(onnx_path.name).groups()
+    with open(onnx_path.parent / f"seed{seed}.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 24
+    # validation is the test split: the best epoch's ValAcc is the kept model's test accuracy
+    assert max(float(r["ValAcc"]) for r in rows) == pytest.approx(100 * float(acc), abs=0.006)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not REAL_CIFAR.is_dir(), reason="real CIFAR-10 not found")
+@pytest.mark.parametrize("onnx_path", SEED_MODELS, ids=lambda p: f"{p.parent.parent.name}-{p.name[:5]}")
+def test_each_seed_model_scores_its_accuracy_on_the_real_test_images(onnx_path: Path, tmp_path: Path):
+    """In onnxruntime, with none of wycifar's network or training code: the test images decoded
+    and normalised here."""
+    import onnxruntime as ort
+    from PIL import Image
+
+    classes = sorted(p.name for p in (REAL_CIFAR / "test").iterdir())
+    files = [(f, label) for label, c in enumerate(classes) for f in sorted((REAL_CIFAR / "test" / c).iterdir())]
+    mean, std = np.array([0.4914, 0.4822, 0.4465]), np.array([0.2470, 0.2435, 0.2616])
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    correct = 0
+    for start in range(0, len(files), 500):
+        chunk = files[start : start + 500]
+        images = np.stack([np.asarray(Image.open(f).convert("RGB"), dtype=np.float32) / 255 for f, _ in chunk])
+        x = ((images - mean) / std).transpose(0, 3, 1, 2).astype(np.float32)
+        (logits,) = session.run(None, {"image": x})
+        correct += int((logits.argmax(1) == np.array([label for _, label in chunk])).sum())
+    accuracy = correct / len(files)
+    assert len(files) == 10_000
+    assert accuracy == pytest.approx(float(SEED_MODEL.search(onnx_path.name).group(3)), abs=0.0015)

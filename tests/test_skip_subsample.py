@@ -9,7 +9,7 @@ from conftest import TINY, assert_onnx_is_the_network, compose_train, evaluate_c
 
 from wycifar.errors import ConfigError
 from wycifar.models import WyCifarNet
-from wycifar.models.blocks import WyConv2d, WyResidual
+from wycifar.models.blocks import WyConv2d
 from wycifar.models.summary import summarize
 from wycifar.train import train
 
@@ -18,7 +18,7 @@ from wycifar.train import train
 def test_avg_skip_is_the_1x1_conv_of_the_2x2_window_means(size: int):
     torch.manual_seed(0)
     strided = WyConv2d(8, 16, kernel_size=1, stride=2, padding=0)
-    averaged = WyConv2d(8, 16, kernel_size=1, stride=2, padding=0, subsample_by="avg")
+    averaged = WyConv2d(8, 16, kernel_size=1, stride=2, padding=0, avg_pool=True)
     averaged.load_state_dict(strided.state_dict())
     x = torch.randn(2, 8, size, size)
     weight = strided.layers[0].weight
@@ -33,64 +33,22 @@ def test_avg_skip_is_the_1x1_conv_of_the_2x2_window_means(size: int):
     assert torch.allclose(averaged(flat), strided(flat), atol=1e-6)
 
 
-@pytest.mark.parametrize("size,dilation,padding", [(32, 9, 1), (16, 5, 1), (13, 4, 1), (16, 4, 0)])
-def test_centre_skip_reads_the_pixels_under_the_dilated_conv_centre_taps(size: int, dilation: int, padding: int):
-    torch.manual_seed(0)
-    unit = WyResidual(8, 16, conv="depthwise_separable", norm="bn", dilation=dilation, padding=padding)
-    centred = WyResidual(
-        8, 16, conv="depthwise_separable", norm="bn", dilation=dilation, padding=padding, skip_subsample="centre"
-    )
-    centred.load_state_dict(unit.state_dict())
-    centred.eval()
-    x = torch.randn(2, 8, size, size)
-    # conv1 with only its centre tap and an identity pointwise conv copies the pixels it centres on
-    depthwise, pointwise = centred.conv1.layers
-    with torch.no_grad():
-        depthwise.weight.zero_()
-        depthwise.weight[:, :, 1, 1] = 1
-        pointwise.weight.copy_(torch.eye(16, 8)[:, :, None, None])
-    under_centre_taps = centred.conv1(x)[:, :8]
-    out = size + 2 * padding - 2 * dilation
-    assert under_centre_taps.shape[-1] == out
-    skip_conv, skip_norm = centred.skip
-    assert torch.allclose(skip_conv(x), F.conv2d(under_centre_taps, skip_conv.layers[0].weight), atol=1e-6)
-    assert centred.skip(x).shape == centred.conv1(x).shape
-    assert not torch.allclose(centred.skip(x), unit.eval().skip(x)[..., :out, :out], atol=1e-3)
-
-
-def test_centre_skip_is_the_strided_skip_in_a_strided_network():
-    reference, centred = WyCifarNet(downsample="strided"), WyCifarNet(downsample="strided", skip_subsample="centre")
-    centred.load_state_dict(reference.state_dict())
-    x = torch.randn(2, 3, 32, 32)
-    assert torch.allclose(centred.eval()(x), reference.eval()(x), atol=1e-6)
-
-
-@pytest.mark.parametrize("subsample", ["avg", "centre"])
 @pytest.mark.parametrize("downsample", ["dilated", "strided"])
-def test_skip_subsample_keeps_the_reference_network_layer_for_layer(downsample: str, subsample: str):
+def test_skip_subsample_keeps_the_reference_network_layer_for_layer(downsample: str):
+    subsample = "avg"
     reference, changed = WyCifarNet(downsample=downsample), WyCifarNet(downsample=downsample, skip_subsample=subsample)
     assert changed.state_dict().keys() == reference.state_dict().keys()
     assert sum(p.numel() for p in changed.parameters()) == 95_653
     rows = lambda net: [(r.name, r.output_shape, r.params) for r in summarize(net).rows]  # noqa: E731
     assert rows(changed) == rows(reference)
-    if (downsample, subsample) == ("strided", "centre"):
-        return  # the same network: test_centre_skip_is_the_strided_skip_in_a_strided_network
     changed.load_state_dict(reference.state_dict())
     x = torch.randn(2, 3, 32, 32)
-    # the same weights give other outputs: the skips see other pixels (window means, the centre)
+    # the same weights give other outputs: the skips see the window means
     assert not torch.allclose(changed.eval()(x), reference.eval()(x), atol=1e-4)
 
 
-@pytest.mark.parametrize(
-    "subsample,note",
-    [
-        ("avg", "(each 2x2 window averaged before it)"),
-        ("centre", "(the pixels under the downsampling conv's centre taps)"),
-    ],
-)
-def test_skip_subsample_run_trains_tests_exports_and_evaluates(
-    tmp_path: Path, tiny_data: Path, subsample: str, note: str
-):
+def test_skip_subsample_run_trains_tests_exports_and_evaluates(tmp_path: Path, tiny_data: Path):
+    subsample, note = "avg", "(each 2x2 window averaged before it)"
     overrides = [*TINY, f"data.root={tiny_data}", f"model.skip_subsample={subsample}"]
     metrics, objects = train(compose_train(tmp_path, overrides))
     module = objects["module"]
@@ -103,13 +61,5 @@ def test_skip_subsample_run_trains_tests_exports_and_evaluates(
 
 
 def test_bad_skip_subsample_is_refused():
-    with pytest.raises(
-        ConfigError, match=r"model.skip_subsample='max' is not allowed; choose one of: stride, avg, centre"
-    ):
+    with pytest.raises(ConfigError, match=r"model.skip_subsample='max' is not allowed; choose one of: stride, avg$"):
         WyCifarNet(skip_subsample="max")
-    with pytest.raises(ConfigError, match=r"model.skip_subsample='max' is not allowed"):
-        WyResidual(8, 16, conv="depthwise_separable", norm="bn", dilation=9, skip_subsample="max")
-    with pytest.raises(ConfigError, match=r"subsample_by='centre' is not allowed; choose one of: stride, avg"):
-        WyConv2d(8, 16, kernel_size=1, stride=2, padding=0, subsample_by="centre")
-    with pytest.raises(ConfigError, match=r"trim=-1 is not allowed; it must be 0 or more pixels"):
-        WyConv2d(8, 16, kernel_size=1, padding=0, trim=-1)

@@ -76,7 +76,7 @@ def test_optuna_sweep_of_two_trials(tmp_path: Path, tiny_data: Path):
     optimization = (root / "optimization_results.yaml").read_text()
     assert "best_value" in optimization and "best_params" in optimization
     assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
-    assert any("scheduler.lr_scale=" in r["overrides"] for r in rows)
+    assert any("optimizer.lr=" in r["overrides"] for r in rows)
 
 
 def test_submitit_local_launcher(tmp_path: Path, tiny_data: Path):
@@ -121,17 +121,6 @@ def test_ddp_sim_trains_and_reports_once(tmp_path: Path):
     )
 
 
-@pytest.mark.slow
-def test_ddp_sim_trains_a_first_block_without_skips(tmp_path: Path, tiny_data: Path):
-    """model.first_block_skip=false leaves a 1x1 skip that nothing is added from: frozen, DDP needs
-    no find_unused_parameters (unfrozen, gloo stops at the second step for want of its gradient)."""
-    overrides = [*TINY, "trainer=ddp_sim", f"data.root={tiny_data}", "model.first_block_skip=false", "test=false"]
-    metrics, objects = train(compose_train(tmp_path, [*overrides, "callbacks.progress_bar.refresh_rate=0"]))
-    assert objects["trainer"].world_size == 2 and "train/loss" in metrics
-    rows = list(csv.DictReader((tmp_path / "run" / "epochs.csv").open()))
-    assert [r["Epoch"] for r in rows] == ["1", "2"]
-
-
 def test_ship_copies_a_run_into_results(tmp_path: Path, tiny_data: Path):
     result = run_train(
         f"data.root={tiny_data}",
@@ -141,7 +130,7 @@ def test_ship_copies_a_run_into_results(tmp_path: Path, tiny_data: Path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     ship = subprocess.run(
-        [sys.executable, "-m", "wycifar.ship", str(tmp_path / "run"), str(tmp_path / "results" / "tiny")],
+        [sys.executable, "-m", "wycifar.ship", str(tmp_path / "run"), str(tmp_path / "results" / "tiny"), "--model"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -149,12 +138,26 @@ def test_ship_copies_a_run_into_results(tmp_path: Path, tiny_data: Path):
     )
     assert ship.returncode == 0, ship.stderr[-2000:]
     shipped = tmp_path / "results" / "tiny"
-    record = json.loads((shipped / "metrics.json").read_text())
-    ckpt = shipped / f"model_8005_{record['metrics']['test/acc']:.4f}.ckpt"
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    acc = f"{record['metrics']['test/acc']:.4f}"
+    ckpt = shipped / f"model_8005_{acc}.ckpt"
     assert ckpt.is_file() and ckpt.stat().st_size < 200_000
     for name in ["epochs.md", "curves.png", "gradcam.png", "misclassified.png", "confusion_matrix.png", "report.md"]:
         assert (shipped / name).is_file(), name
     assert len(list(shipped.glob("model_*.onnx.svg"))) == 1
+    # the run's seed (0) joins the recipe's seeds: its epoch table and ONNX model
+    assert sorted(p.name for p in (shipped / "seeds").iterdir()) == ["seed0.csv", f"seed0_model_8005_{acc}.onnx"]
+    assert (shipped / "seeds" / "seed0.csv").read_text() == (tmp_path / "run" / "epochs.csv").read_text()
+    # not a run folder: one line, exit 2, nothing written
+    bad = subprocess.run(
+        [sys.executable, "-m", "wycifar.ship", str(tmp_path / "results"), str(tmp_path / "elsewhere")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "not a finished wycifar.train run" in bad.stderr
+    assert not (tmp_path / "elsewhere").exists()
     from wycifar.predict import best_shipped_model
 
     assert best_shipped_model(tmp_path / "results") == ckpt

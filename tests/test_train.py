@@ -21,7 +21,7 @@ def test_tiny_fit_loss_falls_and_writes_run_folder(tmp_path: Path, tiny_data: Pa
             f"data.root={tiny_data}",
             "trainer.max_epochs=10",
             "scheduler=onecycle",
-            "scheduler.max_lr=0.05",
+            "optimizer.lr=0.05",
             "model.dropout=0",
         ],
     )
@@ -73,12 +73,13 @@ def test_one_real_epoch_beats_chance(tmp_path: Path, real_data: Path):
     cfg = compose_train(
         tmp_path,
         [
-            "experiment=seed",
+            "experiment=reference",
             f"data.root={subset}",
             "trainer.max_epochs=1",
             "trainer.accelerator=cpu",
             "data.batch_size=32",
-            "scheduler.points=[[0,0.05],[1,0.05]]",
+            "optimizer.lr=0.05",
+            "scheduler.points=[[0,1],[1,1]]",
             "data.augment.ssr_p=0",
             "data.augment.cutout_p=0",
         ],

@@ -56,9 +56,6 @@ def slim_checkpoint(src: str | Path, dst: str | Path) -> Path:
     slim = {k: checkpoint[k] for k in SLIM_KEYS if k in checkpoint}
     if "hyper_parameters" in slim:
         slim["hyper_parameters"] = {**slim["hyper_parameters"], "compile": False}  # how it ran, not what it is
-        # shipped as the network that is tested: the module's own loading folds or drops what only
-        # trained it (model.reparam's branches, model.peer_heads' peers)
-        WyCifarModule(**slim["hyper_parameters"]).on_load_checkpoint(slim)
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.tmp")

@@ -23,12 +23,16 @@ def check_whole_number(key: str, value: object, minimum: int = 1) -> None:
         raise ConfigError(f"{key}={value!r} is not allowed; it must be a whole number >= {minimum}")
 
 
-def check_number(key: str, value: object, minimum: float, inclusive: bool = True, maximum: float | None = None) -> None:
+def check_number(
+    key: str, value: object, minimum: float, inclusive: bool = True, maximum: float | None = None, exclusive_max=False
+) -> None:
     is_number = not isinstance(value, bool) and isinstance(value, (int, float))
-    if not (
-        is_number and (value >= minimum if inclusive else value > minimum) and (maximum is None or value <= maximum)
-    ):
-        bound = f"{'>=' if inclusive else '>'} {minimum:g}" + ("" if maximum is None else f" and <= {maximum:g}")
+    above = is_number and (value >= minimum if inclusive else value > minimum)
+    below = maximum is None or (is_number and (value < maximum if exclusive_max else value <= maximum))
+    if not (above and below):
+        bound = f"{'>=' if inclusive else '>'} {minimum:g}"
+        if maximum is not None:
+            bound += f" and {'<' if exclusive_max else '<='} {maximum:g}"
         raise ConfigError(f"{key}={value!r} is not allowed; it must be a number {bound}")
 
 

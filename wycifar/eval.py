@@ -10,7 +10,6 @@ import torch
 from omegaconf import DictConfig
 
 from wycifar.builders import build_callbacks, build_loggers, build_trainer, instantiate_checked, resolve_ckpt_path
-from wycifar.callbacks.precise_bn import PreciseBN
 from wycifar.checkpoints import load_module
 from wycifar.cli import run_cli
 from wycifar.process import configure_process
@@ -27,13 +26,8 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict]:
     datamodule = instantiate_checked(cfg.data, "data", channels_last=module.hparams.get("channels_last", False))
     loggers = build_loggers(cfg.get("logger"))
     callbacks = build_callbacks(cfg.get("callbacks"), has_logger=bool(loggers))
-    precise_bn = bool(cfg.get("precise_bn"))
-    if precise_bn:
-        callbacks.append(PreciseBN(before_test=True))
     trainer = build_trainer(cfg.trainer, callbacks, loggers)
-    log.info(
-        "evaluating %s%s", ckpt_path, " with BatchNorm statistics of the plain training images" if precise_bn else ""
-    )
+    log.info("evaluating %s", ckpt_path)
     results = trainer.test(module, datamodule=datamodule, verbose=False)
     metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
     if trainer.is_global_zero and "test/acc" in metrics:

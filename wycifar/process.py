@@ -8,6 +8,7 @@ import logging
 
 import torch
 
+from wycifar.console import quiet_notices
 from wycifar.errors import ConfigError
 
 log = logging.getLogger("wycifar.process")
@@ -33,6 +34,7 @@ def keep_freed_memory() -> bool:
 
 
 def configure_process(threads: int | None, keep_freed: bool) -> None:
+    quiet_notices()
     if threads is not None:
         if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
             raise ConfigError(f"threads={threads!r} is not allowed; it must be a whole number >= 1, or null")

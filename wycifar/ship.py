@@ -1,8 +1,11 @@
-"""python -m wycifar.ship RUN_DIR DEST: copy a finished run's reports and model into results/.
+"""python -m wycifar.ship RUN_DIR RECIPE_DIR [--model]: keep a finished run under results/.
 
-DEST gets the epoch table, curves, GradCAM, mistakes and confusion matrix, the summary, the ONNX
-model and its SVG, report.md, metrics.json, and the best checkpoint slimmed to weights and
-hyperparameters (model_<params>_<test acc>.ckpt, what `wycifar.predict` looks for).
+Every shipped run adds its seed's epoch table and ONNX model to RECIPE_DIR/seeds/
+(seed<N>.csv, seed<N>_model_<params>_<test acc>.onnx), from which a recipe's mean is checked.
+With --model the run also becomes the recipe's model: its reports (epoch table, curves, GradCAM,
+mistakes, confusion matrix, summary, report.md, network SVG), its ONNX model and its best
+checkpoint slimmed to weights and hyperparameters (model_<params>_<test acc>.ckpt, what
+`wycifar.predict` looks for) go into RECIPE_DIR, replacing the model there.
 """
 
 from __future__ import annotations
@@ -13,12 +16,14 @@ import shutil
 import sys
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from wycifar.checkpoints import slim_checkpoint
 from wycifar.cli import run_cli
 from wycifar.errors import ConfigError
 
 ONNX_NAME = re.compile(r"model_(?P<params>\d+)_(?P<acc>\d\.\d+)\.onnx$")
-FILES = [
+REPORTS = [
     "epochs.md",
     "epochs.csv",
     "curves.png",
@@ -28,24 +33,38 @@ FILES = [
     "confusion_matrix.csv",
     "summary.txt",
     "report.md",
-    "metrics.json",
 ]
 
 
-def ship(run_dir: Path, dest: Path) -> list[Path]:
+def run_seed(run_dir: Path) -> int:
+    config = run_dir / ".hydra" / "config.yaml"
+    if not config.is_file():
+        raise ConfigError(f"{run_dir} has no .hydra/config.yaml: not a wycifar.train run folder")
+    return int(OmegaConf.load(config).seed)
+
+
+def ship(run_dir: Path, dest: Path, model: bool = False) -> list[Path]:
     best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
     onnx = sorted(run_dir.glob("model_*.onnx"))
     named = ONNX_NAME.match(onnx[-1].name) if onnx else None
-    if not best or named is None:
+    if not best or named is None or not (run_dir / "epochs.csv").is_file():
         raise ConfigError(
-            f"{run_dir} has no best checkpoint or model_<params>_<acc>.onnx: not a finished wycifar.train run"
+            f"{run_dir} has no best checkpoint, epochs.csv or model_<params>_<acc>.onnx: not a finished wycifar.train run"
         )
-    dest.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name in FILES + [onnx[-1].name, onnx[-1].name + ".svg"]:
+    seed = run_seed(run_dir)
+    seeds = dest / "seeds"
+    seeds.mkdir(parents=True, exist_ok=True)
+    for old in seeds.glob(f"seed{seed}_model_*.onnx"):
+        old.unlink()
+    written = [Path(shutil.copy2(run_dir / "epochs.csv", seeds / f"seed{seed}.csv"))]
+    written.append(Path(shutil.copy2(onnx[-1], seeds / f"seed{seed}_{onnx[-1].name}")))
+    if not model:
+        return written
+    for old in [*dest.glob("model_*.ckpt"), *dest.glob("model_*.onnx"), *dest.glob("model_*.onnx.svg")]:
+        old.unlink()
+    for name in REPORTS + [onnx[-1].name, onnx[-1].name + ".svg"]:
         if (run_dir / name).is_file():
-            shutil.copy2(run_dir / name, dest / name)
-            written.append(dest / name)
+            written.append(Path(shutil.copy2(run_dir / name, dest / name)))
     # the same name as the run's ONNX model: parameters and test accuracy of these weights
     written.append(slim_checkpoint(best[-1], dest / f"model_{named['params']}_{named['acc']}.ckpt"))
     return written
@@ -53,10 +72,11 @@ def ship(run_dir: Path, dest: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m wycifar.ship", description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("dest", type=Path)
+    parser.add_argument("run_dir", type=Path, help="a finished run's folder (outputs/train/<date_time>)")
+    parser.add_argument("dest", type=Path, help="the recipe's folder, e.g. results/default")
+    parser.add_argument("--model", action="store_true", help="also make this run the recipe's model and reports")
     args = parser.parse_args(argv)
-    for path in run_cli(lambda: ship(args.run_dir, args.dest)):
+    for path in run_cli(lambda: ship(args.run_dir, args.dest, args.model)):
         print(path)
     sys.exit(0)
 

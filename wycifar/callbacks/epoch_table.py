@@ -40,19 +40,16 @@ def hyperparameter_header(trainer: L.Trainer, pl_module: L.LightningModule) -> s
         f"Precision: {trainer.precision}",
         f"Epochs: {trainer.max_epochs}",
         f"Optimizer: {str(optimizer.get('_target_', '?')).rsplit('.', 1)[-1]} (momentum {optimizer.get('momentum')}, "
-        f"nesterov {optimizer.get('nesterov')})"
-        + (f", sharpness-aware (SAM, rho {hp['sam_rho']})" if hp.get("sam_rho") else ""),
+        f"nesterov {optimizer.get('nesterov')}), peak lr {optimizer.get('lr')}",
         f"Schedule: {str(scheduler.get('_target_', 'constant')).rsplit('.', 1)[-1]} per {scheduler.get('interval', '-')}"
         + (f", points {scheduler['points']}" if "points" in scheduler else "")
-        + (f", max lr {scheduler['max_lr']}" if "max_lr" in scheduler else "")
         + (f", momentum points {scheduler['momentum_points']}" if scheduler.get("momentum_points") else ""),
         f"Batch Size: {getattr(datamodule, 'batch_size', '?')}",
         f"Dropout Ratio: {dict(hp.get('net', {})).get('dropout')}",
         f"Weight Decay: {optimizer.get('weight_decay')}"
         + ("" if hp.get("decay_norm_and_bias", True) else " (not on norms and biases)"),
         f"L1 Lambda: {hp.get('l1_lambda')}",
-        f"Label Smoothing: {hp.get('label_smoothing')}"
-        + (f", self-distillation (PS-KD) up to {hp['self_distill']}" if hp.get("self_distill") else ""),
+        f"Label Smoothing: {hp.get('label_smoothing')}",
     ]
     return "\n".join(lines)
 

@@ -13,10 +13,7 @@ from wycifar.models.summary import Summary, summarize
 log = logging.getLogger("wycifar.summary")
 
 
-SKIP_SUBSAMPLE_NOTES = {
-    "avg": " (each 2x2 window averaged before it)",
-    "centre": " (the pixels under the downsampling conv's centre taps)",
-}
+SKIP_SUBSAMPLE_NOTES = {"avg": " (each 2x2 window averaged before it)"}
 
 
 def knobs_header(net_config: dict, summary: Summary) -> str:
@@ -43,19 +40,10 @@ def knobs_header(net_config: dict, summary: Summary) -> str:
 def summary_text(pl_module: L.LightningModule) -> str:
     net = pl_module.net
     summary = summarize(net, (net.in_channels, net.image_size, net.image_size))
-    peers = []
-    if len(net.peers):
-        extra = sum(p.numel() for p in net.peers.parameters())
-        peers = [
-            f"Training-time peers: {len(net.peers)} (model.peer_heads={len(net.peers) + 1}), {extra:,} more parameters "
-            "trained beside the network; dropped for test, export and shipping",
-            "-" * 64,
-        ]
     return "\n".join(
         [
             knobs_header(dict(pl_module.hparams.get("net", {})), summary),
             summary.table(),
-            *peers,
             "Receptive field and output size after every convolution on the main path",
             "(k: kernel, s: stride, p: padding, d: dilation, k_eff: dilated kernel, RF: receptive field in input pixels)",
             summary.receptive_field_table(),

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -31,7 +32,9 @@ def export_onnx(net: torch.nn.Module, path: Path, image_size: int, in_channels: 
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         example = torch.zeros(1, in_channels, image_size, image_size, device=next(net.parameters()).device)
-        with torch.inference_mode(False), torch.no_grad():
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+            # the TorchScript exporter traces the network; torch deprecates tracing for users, not for it
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.trace(_method)?` is deprecated")
             torch.onnx.export(
                 net,
                 (example,),

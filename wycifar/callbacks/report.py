@@ -20,7 +20,7 @@ def _section(title: str, body: str) -> str:
 def build_report(folder: Path, metrics: dict[str, float]) -> str:
     svgs = sorted(folder.glob("model_*.onnx.svg"))
     onnx_files = sorted(folder.glob("model_*.onnx"))
-    parts = ["# WyCifar run report\n", f"Run folder: `{folder}`\n"]
+    parts = ["# WyCifar run report\n"]
     results = [f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items()) if k.startswith(("test/", "val/acc_best"))]
     if results:
         parts.append(_section("Results", "| metric | value |\n|---|---|\n" + "\n".join(results)))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from wycifar.errors import ConfigError, check_choice
+from wycifar.errors import check_choice, check_number, check_whole_number
 
 
 def _rand(n: int, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -40,52 +40,28 @@ def random_crop(
     return padded[batch, channel, rows, cols]
 
 
-def random_flip(
-    x: torch.Tensor, p: float, generator: torch.Generator | None = None, flip: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Mirror each image with probability p, or exactly those where the boolean `flip` [N] is set."""
-    if flip is None:
-        if p <= 0:
-            return x
-        flip = _rand(x.shape[0], x, generator) < p
+def random_flip(x: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Mirror each image with probability p."""
+    if p <= 0:
+        return x
+    flip = _rand(x.shape[0], x, generator) < p
     return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
-CUTOUT_STYLES = ("cutout", "coarse_dropout")
-
-
 def cutout(
-    x: torch.Tensor,
-    p: float,
-    min_size: int,
-    max_size: int,
-    generator: torch.Generator | None = None,
-    style: str = "cutout",
+    x: torch.Tensor, p: float, min_size: int, max_size: int, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """Zero one hole per image, with probability p, sides in [min_size, max_size].
-
-    "cutout" (DeVries & Taylor): a square whose centre is anywhere in the image, clipped at the
-    borders. "coarse_dropout" (albumentations' CoarseDropout, the reference's): height and width
-    drawn apart, the hole entirely inside the image, so it erases about a fifth more on average."""
+    """Zero one square hole per image, with probability p, its side in [min_size, max_size] and its
+    centre anywhere in the image, clipped at the borders (DeVries & Taylor's cutout)."""
     if p <= 0 or max_size <= 0:
         return x
     n, _, h, w = x.shape
-
-    def side() -> torch.Tensor:
-        return (min_size + _rand(n, x, generator) * (max_size - min_size + 1)).floor().clamp(min_size, max_size)
-
-    height = side()
-    if style == "cutout":
-        width = height
-        top, left = _rand(n, x, generator) * h - height / 2, _rand(n, x, generator) * w - width / 2
-    else:
-        width = side()
-        top = (_rand(n, x, generator) * (h - height + 1)).floor()
-        left = (_rand(n, x, generator) * (w - width + 1)).floor()
+    side = (min_size + _rand(n, x, generator) * (max_size - min_size + 1)).floor().clamp(min_size, max_size)
+    top, left = _rand(n, x, generator) * h - side / 2, _rand(n, x, generator) * w - side / 2
     ys = torch.arange(h, device=x.device)[None, :]
     xs = torch.arange(w, device=x.device)[None, :]
-    inside_y = (ys >= top[:, None]) & (ys < (top + height)[:, None])  # N,H
-    inside_x = (xs >= left[:, None]) & (xs < (left + width)[:, None])  # N,W
+    inside_y = (ys >= top[:, None]) & (ys < (top + side)[:, None])  # N,H
+    inside_x = (xs >= left[:, None]) & (xs < (left + side)[:, None])  # N,W
     apply = (_rand(n, x, generator) < p)[:, None, None]
     hole = inside_y[:, :, None] & inside_x[:, None, :] & apply  # N,H,W
     return x.masked_fill(hole[:, None], 0.0)
@@ -124,10 +100,6 @@ def shift_scale_rotate(
 
 SSR_BORDERS = ("zeros", "reflection", "border")
 CROP_BORDERS = ("zeros", "reflection")
-# random: each image flipped with probability flip_p, every epoch afresh. alternate (airbench):
-# each image flipped in every other epoch, starting at random, so two epochs in a row show it
-# both ways instead of repeating a view half the time.
-FLIP_MODES = ("random", "alternate")
 
 
 @dataclass
@@ -145,41 +117,18 @@ class AugmentConfig:
     ssr_scale: float = 0.15
     ssr_rotate: float = 10.0
     ssr_border: str = "zeros"
-    cutout_style: str = "cutout"
-    flip_mode: str = "random"
-    # from this epoch (counted from 0) on, training images are shown as they are; None: every epoch
-    until_epoch: int | None = None
 
     def __post_init__(self) -> None:
         for key in ("flip_p", "cutout_p", "ssr_p"):
-            value = getattr(self, key)
-            if not 0 <= value <= 1:
-                raise ConfigError(f"data.augment.{key}={value!r} is not allowed; it must be a probability in [0, 1]")
-        check_choice("data.augment.cutout_style", self.cutout_style, CUTOUT_STYLES)
-        check_choice("data.augment.flip_mode", self.flip_mode, FLIP_MODES)
-        if self.flip_mode == "alternate" and self.flip_p != 0.5:
-            raise ConfigError(
-                f"data.augment.flip_p={self.flip_p!r} is not allowed with flip_mode=alternate, which flips "
-                "each image in every other epoch; set flip_p=0.5"
-            )
-        check_choice("data.augment.crop_border", self.crop_border, CROP_BORDERS)
-        if self.until_epoch is not None and (
-            not isinstance(self.until_epoch, int) or isinstance(self.until_epoch, bool) or self.until_epoch < 0
-        ):
-            raise ConfigError(
-                f"data.augment.until_epoch={self.until_epoch!r} is not allowed; it must be null or a whole number >= 0"
-            )
-        check_choice("data.augment.ssr_border", self.ssr_border, SSR_BORDERS)
+            check_number(f"data.augment.{key}", getattr(self, key), minimum=0, maximum=1)
         for key in ("crop_padding", "cutout_min", "cutout_max"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"data.augment.{key}={getattr(self, key)!r} is not allowed; it must be >= 0")
+            check_whole_number(f"data.augment.{key}", getattr(self, key), minimum=0)
+        check_choice("data.augment.crop_border", self.crop_border, CROP_BORDERS)
+        check_choice("data.augment.ssr_border", self.ssr_border, SSR_BORDERS)
 
 
-def augment_batch(
-    x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None, flip: torch.Tensor | None = None
-) -> torch.Tensor:
-    """`flip` [N] (bool) says which images to mirror where the caller decides it (flip_mode=alternate)."""
+def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
     x = shift_scale_rotate(x, cfg.ssr_p, cfg.ssr_shift, cfg.ssr_scale, cfg.ssr_rotate, generator, cfg.ssr_border)
     x = random_crop(x, cfg.crop_padding, generator, cfg.crop_border)
-    x = random_flip(x, cfg.flip_p, generator, flip)
-    return cutout(x, cfg.cutout_p, cfg.cutout_min, cfg.cutout_max, generator, cfg.cutout_style)
+    x = random_flip(x, cfg.flip_p, generator)
+    return cutout(x, cfg.cutout_p, cfg.cutout_min, cfg.cutout_max, generator)

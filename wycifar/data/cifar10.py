@@ -104,36 +104,24 @@ class CIFAR10DataModule(L.LightningDataModule):
             return self.trainer.strategy.root_device
         return torch.device("cpu")
 
-    def _loader(self, split: Split, train: bool, *, plain: bool = False, with_indices: bool = False) -> TensorLoader:
-        """`plain`: shuffled like training but un-augmented, in evaluation batches, and the whole
-        split on every rank."""
-        trainer = self.trainer if not plain else None
+    def _loader(self, split: Split, train: bool) -> TensorLoader:
         return TensorLoader(
             split.images,
             split.labels,
-            self.batch_size if train and not plain else self.eval_batch_size,
+            self.batch_size if train else self.eval_batch_size,
             train=train,
-            augment=None if plain else self.augment,
+            augment=self.augment,
             mean=self.mean,
             std=self.std,
             seed=self.seed,
-            rank=trainer.global_rank if trainer else 0,
-            world_size=trainer.world_size if trainer else 1,
+            rank=self.trainer.global_rank if self.trainer else 0,
+            world_size=self.trainer.world_size if self.trainer else 1,
             channels_last=self.channels_last,
             device=self.device,
-            with_indices=with_indices,
         )
 
-    def plain_train_dataloader(self) -> TensorLoader:
-        """All the training images without augmentation, shuffled, the same on every rank (each
-        rank computes the same statistics from them: wycifar.callbacks.precise_bn). Shuffled
-        because the folder order is by class: a batch of one class has a smaller variance."""
-        self.prepare_splits()
-        return self._loader(self.train_data, train=True, plain=True)
-
     def train_dataloader(self) -> TensorLoader:
-        # training batches carry each image's index (module.self_distill keeps a prediction per image)
-        loader = self._loader(self.train_data, train=True, with_indices=True)
+        loader = self._loader(self.train_data, train=True)
         if self.resume_at is not None:
             loader.resume_at(*self.resume_at)
             self.resume_at = None

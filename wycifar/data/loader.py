@@ -43,7 +43,6 @@ class TensorLoader:
         drop_last: bool = False,
         channels_last: bool = False,
         device: torch.device | str = "cpu",
-        with_indices: bool = False,
     ) -> None:
         self.device = torch.device(device)
         self.images = images.to(self.device)
@@ -55,20 +54,12 @@ class TensorLoader:
         self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1) * 255
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.drop_last = drop_last
-        # (x, y, index): each image's index in the split, for what the module keeps per image
-        self.with_indices = with_indices
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.epoch = 0
         self._skip: tuple[int, int] | None = None
         # Lightning's fit loop calls `dataloader.sampler.set_epoch(epoch)` before every epoch.
         self.sampler = self
         self.batch_sampler = None
-        self._flip_start: torch.Tensor | None = None
-        if self.augment is not None and self.augment.flip_mode == "alternate":
-            # per image, whether it is mirrored in even epochs (odd epochs mirror the rest); the
-            # same on every rank, since it is indexed by image, not by position in a shard
-            start = torch.rand(len(self.labels), generator=torch.Generator().manual_seed(seed)) < 0.5
-            self._flip_start = start.to(self.device)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -106,12 +97,6 @@ class TensorLoader:
         order = torch.cat([order, order[: total - n]])
         return order[self.rank :: self.world_size]
 
-    @property
-    def augmenting(self) -> bool:
-        if self.augment is None:
-            return False
-        return self.augment.until_epoch is None or self.epoch < self.augment.until_epoch
-
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:
         x = (batch.float() - self.mean) / self.std
         return x.contiguous(memory_format=self.memory_format)
@@ -125,12 +110,11 @@ class TensorLoader:
         for b in range(start, len(self)):
             idx = indices[b * self.batch_size : (b + 1) * self.batch_size]
             x = self.normalize(self.images[idx])
-            if self.augmenting:
+            if self.augment is not None:
                 # one generator per batch: a resumed epoch draws the same augmentations
                 # drawn where the batch lives: a CPU generator would cost a blocking copy per draw on a GPU
                 generator = torch.Generator(device=self.device).manual_seed(
                     ((self.seed * 100_003 + self.epoch) * 7_919 + self.rank) * 1_000_003 + b
                 )
-                flip = None if self._flip_start is None else self._flip_start[idx] ^ bool(self.epoch % 2)
-                x = augment_batch(x, self.augment, generator, flip).contiguous(memory_format=self.memory_format)
-            yield (x, self.labels[idx], idx) if self.with_indices else (x, self.labels[idx])
+                x = augment_batch(x, self.augment, generator).contiguous(memory_format=self.memory_format)
+            yield x, self.labels[idx]

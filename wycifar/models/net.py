@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-import copy
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wycifar.errors import ConfigError, check_choice, check_whole_number
-from wycifar.models.blocks import ACTIVATIONS, CONV_TYPES, DOWNSAMPLING, NORMS, SKIP_SUBSAMPLING, WyBlock, WyResidual
-from wycifar.models.reparam import fold_depthwise
+from wycifar.errors import ConfigError, check_choice, check_number, check_whole_number
+from wycifar.models.blocks import (
+    ACTIVATIONS,
+    CONV_TYPES,
+    DOWNSAMPLING,
+    NORMS,
+    SKIP_SUBSAMPLING,
+    WyBlock,
+    WyResidual,
+    make_norm,
+    skip_projection,
+)
 
 
 def dilated_halving(size: int) -> tuple[int, int]:
@@ -31,8 +40,28 @@ def dilated_halving(size: int) -> tuple[int, int]:
     )
 
 
+def check_net_config(cfg: dict) -> None:
+    """Every model.* value, checked once, before anything is built."""
+    for key, allowed in (
+        ("norm", NORMS),
+        ("conv", CONV_TYPES),
+        ("downsample", DOWNSAMPLING),
+        ("skip_subsample", SKIP_SUBSAMPLING),
+        ("activation", tuple(ACTIVATIONS)),
+    ):
+        check_choice(f"model.{key}", cfg[key], allowed)
+    for key in ("num_blocks", "units_per_block", "base_width", "num_classes", "image_size", "in_channels", "gn_groups"):
+        check_whole_number(f"model.{key}", cfg[key])
+    check_number("model.dropout", cfg["dropout"], minimum=0, maximum=1, exclusive_max=True)
+    if not isinstance(cfg["skip_1x1"], bool):
+        raise ConfigError(f"model.skip_1x1={cfg['skip_1x1']!r} is not allowed; it must be true or false")
+
+
 class WyCifarNet(nn.Module):
-    """Configurable residual network; the defaults rebuild the reference (95,653 parameters)."""
+    """Configurable residual network; the defaults rebuild the reference (95,653 parameters).
+
+    Block b has `units_per_block` residual units of width base_width * 2**b; every block after the
+    first halves the map in its first unit, by a dilated or a strided conv."""
 
     def __init__(
         self,
@@ -40,166 +69,60 @@ class WyCifarNet(nn.Module):
         conv: str = "depthwise_separable",
         downsample: str = "dilated",
         skip_1x1: bool = True,
+        skip_subsample: str = "stride",
         num_blocks: int = 3,
         units_per_block: int = 2,
         base_width: int = 32,
+        activation: str = "relu",
         dropout: float = 0.01,
         num_classes: int = 10,
         image_size: int = 32,
         in_channels: int = 3,
         gn_groups: int = 8,
-        zero_init_residual: bool = False,
-        reparam: bool = False,
-        activation: str = "relu",
-        peer_heads: int = 1,
-        skip_subsample: str = "stride",
-        first_block_skip: bool = True,
     ) -> None:
         super().__init__()
-        check_choice("model.norm", norm, NORMS)
-        check_choice("model.activation", activation, tuple(ACTIVATIONS))
-        check_choice("model.conv", conv, CONV_TYPES)
-        check_choice("model.downsample", downsample, DOWNSAMPLING)
-        check_choice("model.skip_subsample", skip_subsample, SKIP_SUBSAMPLING)
-        for key, value in (
-            ("num_blocks", num_blocks),
-            ("units_per_block", units_per_block),
-            ("base_width", base_width),
-            ("num_classes", num_classes),
-            ("image_size", image_size),
-            ("peer_heads", peer_heads),
-        ):
-            check_whole_number(f"model.{key}", value)
-        for key, flag in (("reparam", reparam), ("first_block_skip", first_block_skip)):
-            if not isinstance(flag, bool):
-                raise ConfigError(f"model.{key}={flag!r} is not allowed; it must be true or false")
-        if reparam and (norm, conv) != ("bn", "depthwise_separable"):
-            # the branches' constant is absorbed by a BatchNorm after a pointwise conv
-            raise ConfigError(
-                f"model.reparam=true needs model.norm=bn and model.conv=depthwise_separable (got norm={norm}, conv={conv})"
-            )
-        self.reparam = reparam
-        if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-            raise ConfigError(f"model.dropout={dropout!r} is not allowed; it must be in [0, 1)")
+        check_net_config(locals())
+        self.conv, self.downsample, self.skip_1x1 = conv, downsample, skip_1x1
+        self.avg_skip = skip_subsample == "avg"
+        self.norm_layer = partial(make_norm, norm, gn_groups=gn_groups)
+        self.activation = ACTIVATIONS[activation]
         self.dropout = float(dropout)
-        # After block 2, where this family of models puts it (after the last block if fewer).
+        # after block 2, where this family of models puts it (after the last block if fewer)
         self.dropout_after = min(1, num_blocks - 1)
+        self.num_classes, self.image_size, self.in_channels = num_classes, image_size, in_channels
 
         blocks, channels, size = [], in_channels, image_size
         for b in range(num_blocks):
             width = base_width * 2**b
-            stride, dilation, padding = 1, 1, 1
-            add_skip = b > 0 or first_block_skip
-            if b > 0:
-                if downsample == "dilated":
-                    dilation, padding = dilated_halving(size)
-                else:
-                    stride = 2
-                size = (size + 1) // 2
-            units = [
-                WyResidual(
-                    channels,
-                    width,
-                    conv=conv,
-                    norm=norm,
-                    stride=stride,
-                    padding=padding,
-                    dilation=dilation,
-                    skip_1x1=skip_1x1,
-                    gn_groups=gn_groups,
-                    branches=reparam,
-                    activation=activation,
-                    skip_subsample=skip_subsample,
-                    add_skip=add_skip,
-                )
-            ]
-            units += [
-                WyResidual(
-                    width,
-                    width,
-                    conv=conv,
-                    norm=norm,
-                    gn_groups=gn_groups,
-                    branches=reparam,
-                    activation=activation,
-                    add_skip=add_skip,
-                )
-                for _ in range(units_per_block - 1)
-            ]
-            blocks.append(WyBlock(units))
-            channels = width
+            blocks.append(self._make_block(channels, width, units_per_block, size, halve=b > 0))
+            channels, size = width, (size + 1) // 2 if b > 0 else size
         self.blocks = nn.Sequential(*blocks)
-        self.zero_init_residual = zero_init_residual
-        if zero_init_residual:
-            for block in self.blocks:
-                _start_as_skip(block)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Conv2d(channels, num_classes, kernel_size=1, bias=True)
-        # Training-time peers (module.peer_*): more copies of the last block and classifier on the
-        # shared trunk, each freshly initialised; dropped for test, export and shipping.
-        self.peers = nn.ModuleList(self._new_peer() for _ in range(peer_heads - 1))
-        self.num_classes = num_classes
-        self.image_size = image_size
-        self.in_channels = in_channels
 
-    def _new_peer(self) -> nn.ModuleDict:
-        peer = nn.ModuleDict({"block": copy.deepcopy(self.blocks[-1]), "classifier": copy.deepcopy(self.classifier)})
-        for module in peer.modules():
-            if module is not peer and hasattr(module, "reset_parameters"):
-                module.reset_parameters()
-        if self.zero_init_residual:
-            _start_as_skip(peer["block"])
-        return peer
-
-    def _block_output(self, index: int, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        x = block(x)
-        if index == self.dropout_after and self.dropout:
-            x = F.dropout(x, self.dropout, self.training)
-        return x
+    def _make_block(self, in_channels: int, width: int, units: int, size: int, halve: bool) -> WyBlock:
+        stride, dilation, padding = 1, 1, 1
+        if halve and self.downsample == "dilated":
+            dilation, padding = dilated_halving(size)
+        elif halve:
+            stride = 2
+        projection = None
+        if self.skip_1x1 and (halve or in_channels != width):
+            projection = skip_projection(
+                in_channels, width, stride=2 if halve else 1, norm_layer=self.norm_layer, avg_pool=self.avg_skip
+            )
+        unit = partial(WyResidual, conv=self.conv, norm_layer=self.norm_layer, activation=self.activation)
+        first = unit(in_channels, width, stride=stride, padding=padding, dilation=dilation, downsample=projection)
+        return WyBlock([first] + [unit(width, width) for _ in range(units - 1)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for index, block in enumerate(self.blocks):
-            x = self._block_output(index, block, x)
+            x = block(x)
+            if index == self.dropout_after and self.dropout:
+                x = F.dropout(x, self.dropout, self.training)
         return self.classifier(self.pool(x)).flatten(1)
-
-    def forward_peers(self, x: torch.Tensor, trunk_grad_scale: float = 1.0) -> list[torch.Tensor]:
-        """Logits of the network and of each peer: [network, peer 1, ...]. The trunk (every block
-        but the last) runs once; its gradient is scaled by `trunk_grad_scale` so that the sum of
-        the heads' losses does not give it len(peers) + 1 times the step of the heads."""
-        last = len(self.blocks) - 1
-        for index, block in enumerate(self.blocks[:-1]):
-            x = self._block_output(index, block, x)
-        if trunk_grad_scale != 1.0:
-            x = x * trunk_grad_scale + (x * (1.0 - trunk_grad_scale)).detach()
-        heads = [(self.blocks[-1], self.classifier)] + [(peer["block"], peer["classifier"]) for peer in self.peers]
-        return [classifier(self.pool(self._block_output(last, block, x))).flatten(1) for block, classifier in heads]
-
-    def drop_peers(self) -> int:
-        """Removes the training-time peers, in place; returns how many there were."""
-        count = len(self.peers)
-        self.peers = nn.ModuleList()
-        return count
-
-    def fold_branches(self) -> int:
-        """Folds the training-time branches (model.reparam) into the plain network, in place: the
-        same outputs in eval mode, the parameters of model.reparam=false. Returns how many convs."""
-        folded = 0
-        for block in self.blocks:
-            for unit in block.units:
-                folded += fold_depthwise(unit.conv1.layers, unit.norm1)
-                folded += fold_depthwise(unit.conv2.layers, unit.norm2)
-        self.reparam = False
-        return folded
 
     @property
     def gradcam_layer(self) -> nn.Module:
         """The layer GradCAM looks at: the last block (its output is after the final activation)."""
         return self.blocks[-1]
-
-
-def _start_as_skip(block: nn.Module) -> None:
-    """Each unit with a skip starts as that skip (torchvision's zero_init_residual): the scale of
-    its last norm starts at 0, which helps short schedules."""
-    for unit in block.units:
-        if unit.adds_skip:
-            nn.init.zeros_(unit.norm2.weight)

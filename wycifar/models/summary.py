@@ -124,8 +124,7 @@ def summarize(model: nn.Module, input_shape: tuple[int, int, int] = (3, 32, 32))
             h.remove()
         model.train(was_training)
 
-    # the parameters of the layers that ran, as the table lists them: training-time extras that
-    # the forward pass does not use (model.peer_heads) are not part of the network
+    # the parameters of the layers that ran, as the table lists them
     used = {id(p): p for module in ran for p in module.parameters(recurse=False)}.values()
     summary.total_params = sum(p.numel() for p in used)
     summary.trainable_params = sum(p.numel() for p in used if p.requires_grad)

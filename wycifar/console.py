@@ -1,0 +1,44 @@
+"""What the terminal shows: log lines without a prefix, printed above Lightning's progress bar
+(never glued to it), and no notices a user cannot act on."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+from tqdm import tqdm
+
+
+class ConsoleFormatter(logging.Formatter):
+    """The message alone; warnings and errors say so."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        if record.levelno >= logging.WARNING:
+            return f"{record.levelname.lower()}: {message}"
+        return message
+
+
+class ProgressAwareHandler(logging.StreamHandler):
+    """Writes through tqdm, which lifts any progress bar off its line, prints, and redraws it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+            self.flush()
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+
+class _DropLightningTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in record.getMessage()
+
+
+def quiet_notices() -> None:
+    """Lightning's tip to install litlogger, and the deprecation of pytree's LeafSpec that
+    Lightning's own fit loop triggers: neither is the user's to act on."""
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropLightningTips) for f in logger.filters):
+        logger.addFilter(_DropLightningTips())
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.* is deprecated")

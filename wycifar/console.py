@@ -37,7 +37,17 @@ class _DropLightningTips(logging.Filter):
 
 def quiet_notices() -> None:
     """Lightning's tip to install litlogger, and the deprecation of pytree's LeafSpec that
-    Lightning's own fit loop triggers: neither is the user's to act on."""
+    Lightning's own fit loop triggers: neither is the user's to act on. Where logging is set up
+    (Hydra's job logging), Lightning's messages and Python's warnings go through it too, so
+    they reach train.log and print above the progress bar instead of on its line."""
+    if logging.getLogger().handlers:
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+            # Lightning gives these loggers a stream handler of their own when it is imported
+            # before logging is configured; the root's handlers are the ones to use
+            logger = logging.getLogger(name)
+            logger.handlers.clear()
+            logger.propagate = True
+        logging.captureWarnings(True)
     logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _DropLightningTips) for f in logger.filters):
         logger.addFilter(_DropLightningTips())

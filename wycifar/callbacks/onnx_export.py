@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import html
 import logging
@@ -25,6 +26,15 @@ from wycifar.errors import DivergenceError
 log = logging.getLogger("wycifar.onnx")
 
 
+@contextlib.contextmanager
+def tracing_quietly():
+    """The ONNX exporter and TensorBoard's graph trace the network with torch.jit.trace, which
+    torch deprecates for its users; the warning is not this program's user's to act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.trace(_method)?` is deprecated")
+        yield
+
+
 def export_onnx(net: torch.nn.Module, path: Path, image_size: int, in_channels: int = 3) -> None:
     """Export in eval mode (as Lightning's to_onnx does not) with a dynamic batch axis."""
     was_training = net.training
@@ -32,9 +42,7 @@ def export_onnx(net: torch.nn.Module, path: Path, image_size: int, in_channels: 
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         example = torch.zeros(1, in_channels, image_size, image_size, device=next(net.parameters()).device)
-        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
-            # the TorchScript exporter traces the network; torch deprecates tracing for users, not for it
-            warnings.filterwarnings("ignore", message=r"`torch\.jit\.trace(_method)?` is deprecated")
+        with torch.inference_mode(False), torch.no_grad(), tracing_quietly():
             torch.onnx.export(
                 net,
                 (example,),
@@ -185,7 +193,7 @@ class OnnxExport(Callback):
             was_training = net.training
             net.eval()
             try:
-                with torch.inference_mode(False), torch.no_grad():
+                with torch.inference_mode(False), torch.no_grad(), tracing_quietly():
                     writer.add_graph(
                         net, torch.zeros(1, net.in_channels, net.image_size, net.image_size, device=pl_module.device)
                     )

@@ -29,7 +29,7 @@ train:
 bench:
 	$(BIN)/python -m wycifar.bench $(ARGS)
 
-# the GPU rows of README's performance table (needs a CUDA GPU)
+# the GPU rows of docs/performance.md (needs a CUDA GPU)
 bench-gpu:
 	PYTHON=$(BIN)/python scripts/bench_gpu.sh outputs/bench_gpu $(ARGS)
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU rows of README's performance table: `python -m wycifar.bench` on synthetic CIFAR-shaped
+# The GPU rows of docs/performance.md: `python -m wycifar.bench` on synthetic CIFAR-shaped
 # data (50,000 + 10,000 images resident on the GPU), one process per setting, 3 whole epochs each.
 # Usage: scripts/bench_gpu.sh [OUT_DIR] [SETTING ...]
 # settings: default batch512 cudagraphs cudagraphs512 compiled fp32 (default: all).

@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test test-slow lint format train bench bench-gpu clean
+.PHONY: install test test-slow check-wheel lint format train bench bench-gpu clean
 
 install:  ## a virtual environment with wycifar (editable) and the dev tools
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,9 @@ test:  ## the default suite (slow tests excluded)
 
 test-slow:  ## the slow tests only
 	$(BIN)/python -m pytest -q -m slow
+
+check-wheel:  ## build the wheel, install it in a fresh venv, and use it from another folder
+	PYTHON=$(PYTHON) scripts/check_wheel.sh
 
 lint:
 	$(BIN)/ruff check wycifar tests scripts
@@ -34,4 +37,4 @@ bench-gpu:
 	PYTHON=$(BIN)/python scripts/bench_gpu.sh outputs/bench_gpu $(ARGS)
 
 clean:
-	rm -rf outputs/runs outputs/multiruns .pytest_cache
+	rm -rf outputs/train outputs/*-multirun build dist .pytest_cache

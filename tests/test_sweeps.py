@@ -158,6 +158,3 @@ def test_ship_copies_a_run_into_results(tmp_path: Path, tiny_data: Path):
     )
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "not a finished wycifar.train run" in bad.stderr
     assert not (tmp_path / "elsewhere").exists()
-    from wycifar.predict import best_shipped_model
-
-    assert best_shipped_model(tmp_path / "results") == ckpt

@@ -1,5 +1,8 @@
 """wycifar: a small, fast CIFAR-10 classifier of dilated and depthwise-separable convolutions."""
 
+import os
+from pathlib import Path
+
 from omegaconf import OmegaConf
 
 from wycifar.precision import best_precision
@@ -7,3 +10,12 @@ from wycifar.precision import best_precision
 __version__ = "0.1.0"
 
 OmegaConf.register_new_resolver("best_precision", best_precision, replace=True)
+
+
+def user_cache_dir() -> str:
+    """$XDG_CACHE_HOME/wycifar, else ~/.cache/wycifar: the decode cache, outside any installed package."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return str(Path(base) / "wycifar")
+
+
+OmegaConf.register_new_resolver("user_cache_dir", user_cache_dir, replace=True)

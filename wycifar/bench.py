@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from wycifar.builders import build_callbacks, build_loggers, build_module, build_trainer, instantiate_checked
 from wycifar.callbacks.gradcam import GradCAMReport
-from wycifar.cli import run_cli
+from wycifar.cli import CONFIGS, require_extras, run_cli
 from wycifar.data.cifar10 import CIFAR10DataModule
 from wycifar.data.synthetic import SyntheticCIFAR
 from wycifar.errors import ConfigError
@@ -298,12 +298,19 @@ def report(result: dict) -> str:
     return "\n".join(lines)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="bench")
-def main(cfg: DictConfig) -> None:
+@hydra.main(version_base="1.3", config_path=CONFIGS, config_name="bench")
+def hydra_main(cfg: DictConfig) -> None:
     result = run_cli(lambda: run_bench(cfg))
     print(report(result), flush=True)
     print(json.dumps(result), flush=True)
     sys.stdout.flush()
+
+
+def main() -> None:
+    """The command line (`python -m wycifar.bench`, `wycifar-bench`): every Hydra option applies."""
+    require_extras(sys.argv[1:])
+    torch.set_float32_matmul_precision("high")
+    hydra_main()
 
 
 if __name__ == "__main__":

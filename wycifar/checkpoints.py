@@ -1,52 +1,99 @@
-"""Loading checkpoints safely: weights only (a checkpoint cannot run code), clear errors."""
+"""The one way checkpoints are read, for resuming, evaluating, predicting and shipping: tensors and
+plain data only (a checkpoint cannot run code), and a damaged or foreign file is one clear line."""
 
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
 import torch
 
-from wycifar.errors import ConfigError
+from wycifar.errors import ConfigError, WycifarError, first_line
 from wycifar.module import WyCifarModule
-
-
-def first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
-def load_module(path: str | Path, map_location: str | torch.device = "cpu", compile: bool = False) -> WyCifarModule:
-    """A WyCifarModule from a wycifar checkpoint, unpickling tensors and plain data only.
-    `compile` is how this process runs the network, not part of the model: a run trained with
-    module.compile=true is loaded uncompiled unless asked (compiling takes a minute and a C++
-    compiler on a CPU)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(
-            f"ckpt_path={str(path)!r} does not exist; give the path of a .ckpt file written by wycifar.train"
-        )
-    try:
-        return WyCifarModule.load_from_checkpoint(path, map_location=map_location, weights_only=True, compile=compile)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, KeyError, TypeError) as error:
-        first = first_line(error)
-        raise ConfigError(f"ckpt_path={str(path)!r} is not a readable wycifar checkpoint ({first[:200]})") from None
-
 
 SLIM_KEYS = ("state_dict", "hyper_parameters", "pytorch-lightning_version", "epoch", "global_step", "wycifar")
 
 
 def read_checkpoint(path: str | Path) -> dict:
-    """The raw checkpoint dict, tensors and plain data only."""
+    """The raw checkpoint dict, or a ConfigError naming the file and what is wrong with it."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"checkpoint {str(path)!r} does not exist")
+        raise ConfigError(f"checkpoint {str(path)!r} does not exist; give the path of a .ckpt file written by wycifar")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError) as error:
-        first = first_line(error)
-        raise ConfigError(f"checkpoint {str(path)!r} is not readable ({first[:200]})") from None
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Weights only load failed" in str(error):
+            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+            raise ConfigError(
+                f"checkpoint {str(path)!r} holds pickled objects that would run code when loaded"
+                f"{f' (calling {found.group(1)})' if found else ''}; refused, nothing was run"
+            ) from None
+        raise ConfigError(f"checkpoint {str(path)!r} is not a PyTorch checkpoint ({first_line(error)[:160]})") from None
+    except (zipfile.BadZipFile, EOFError, RuntimeError, OSError) as error:
+        raise ConfigError(
+            f"checkpoint {str(path)!r} is not a PyTorch checkpoint or is truncated ({first_line(error)[:160]})"
+        ) from None
+    except Exception as error:  # noqa: BLE001 - the unpickler fails on foreign bytes in many ways
+        raise ConfigError(f"checkpoint {str(path)!r} is not a PyTorch checkpoint ({first_line(error)[:160]})") from None
+    if not isinstance(checkpoint, dict) or not {"state_dict", "hyper_parameters"} <= checkpoint.keys():
+        raise ConfigError(
+            f"checkpoint {str(path)!r} is not a wycifar checkpoint: it has no state_dict and hyper_parameters"
+        )
+    return checkpoint
+
+
+def check_network(checkpoint: dict, module: WyCifarModule, path: str | Path) -> None:
+    """The checkpoint's network has the module's tensors, each of the same shape."""
+    saved = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    expected = {k: v for k, v in module.state_dict().items() if k.startswith("net.")}
+    differ = [
+        f"{k} {list(saved[k].shape)} vs {list(v.shape)}"
+        for k, v in expected.items()
+        if k in saved and saved[k].shape != v.shape
+    ]
+    missing, unexpected = sorted(expected.keys() - saved.keys()), sorted(saved.keys() - expected.keys())
+    if differ or missing or unexpected:
+        parts = []
+        if differ:
+            parts.append(
+                f"{len(differ)} tensors differ in shape ({', '.join(differ[:3])}{', ...' if len(differ) > 3 else ''})"
+            )
+        if missing:
+            parts.append(f"{len(missing)} missing ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
+        if unexpected:
+            parts.append(
+                f"{len(unexpected)} unexpected ({', '.join(unexpected[:3])}{', ...' if len(unexpected) > 3 else ''})"
+            )
+        raise ConfigError(
+            f"checkpoint {str(path)!r} holds a network of another shape than this run's (checkpoint vs run): "
+            + "; ".join(parts)
+        )
+
+
+def load_module(path: str | Path, map_location: str | torch.device = "cpu", compile: bool = False) -> WyCifarModule:
+    """A WyCifarModule as the checkpoint's hyperparameters build it, with its weights. `compile` is
+    how this process runs the network, not part of the model: a run trained compiled is loaded
+    uncompiled unless asked (compiling takes a minute and a C++ compiler on a CPU)."""
+    checkpoint = read_checkpoint(path)
+    try:
+        module = WyCifarModule(**{**checkpoint["hyper_parameters"], "compile": compile})
+    except WycifarError as error:
+        raise ConfigError(f"checkpoint {str(path)!r} has settings this version does not build: {error}") from None
+    except TypeError as error:
+        raise ConfigError(
+            f"checkpoint {str(path)!r} has settings this version does not know: {first_line(error)}"
+        ) from None
+    check_network(checkpoint, module, path)
+    module.load_state_dict(checkpoint["state_dict"])
+    module.on_load_checkpoint(checkpoint)
+    return module.to(map_location)
+
+
+def check_resumable(path: str | Path, module: WyCifarModule) -> None:
+    """Before a fit resumes from `path`: a readable wycifar checkpoint of this run's network."""
+    check_network(read_checkpoint(path), module, path)
 
 
 def slim_checkpoint(src: str | Path, dst: str | Path) -> Path:
@@ -54,8 +101,7 @@ def slim_checkpoint(src: str | Path, dst: str | Path) -> Path:
     what is shipped under results/ for evaluation and prediction."""
     checkpoint = read_checkpoint(src)
     slim = {k: checkpoint[k] for k in SLIM_KEYS if k in checkpoint}
-    if "hyper_parameters" in slim:
-        slim["hyper_parameters"] = {**slim["hyper_parameters"], "compile": False}  # how it ran, not what it is
+    slim["hyper_parameters"] = {**slim["hyper_parameters"], "compile": False}  # how it ran, not what it is
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.tmp")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from collections.abc import Callable
@@ -10,6 +11,16 @@ from typing import TypeVar
 from wycifar.errors import WycifarError
 
 T = TypeVar("T")
+
+# Hydra's config search path: conf/ of the repository, installed with the package as wycifar.conf
+CONFIGS = "pkg://wycifar.conf"
+
+# Overrides that need an optional part of wycifar: (the Hydra plugin's module, the extra to install)
+EXTRAS = {
+    "hparams_search=optuna": ("hydra_plugins.hydra_optuna_sweeper", "sweeps"),
+    "hydra/launcher=slurm": ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+    "hydra/launcher=local": ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+}
 
 
 def fail(message: str, exit_code: int) -> None:
@@ -25,3 +36,11 @@ def run_cli(body: Callable[[], T]) -> T:
         if os.environ.get("WYCIFAR_DEBUG"):
             raise
         fail(str(error), error.exit_code)
+
+
+def require_extras(argv: list[str]) -> None:
+    """One line naming the extra to install, before Hydra looks for a plugin that is not there."""
+    for arg in argv:
+        needed = EXTRAS.get(arg.lstrip("+~"))
+        if needed and importlib.util.find_spec(needed[0]) is None:
+            fail(f"{arg} needs wycifar's {needed[1]!r} extra: pip install 'wycifar[{needed[1]}]'", 2)

@@ -13,6 +13,12 @@ class ConfigError(WycifarError, ValueError):
     exit_code = 2
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (or its type's name): what a one-line error quotes."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def check_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigError(f"{key}={value!r} is not allowed; choose one of: {', '.join(allowed)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import hydra
 import lightning as L
@@ -11,7 +12,7 @@ from omegaconf import DictConfig
 
 from wycifar.builders import build_callbacks, build_loggers, build_trainer, instantiate_checked, resolve_ckpt_path
 from wycifar.checkpoints import load_module
-from wycifar.cli import run_cli
+from wycifar.cli import CONFIGS, require_extras, run_cli
 from wycifar.process import configure_process
 from wycifar.train import accuracy_line
 
@@ -35,11 +36,17 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict]:
     return metrics, {"trainer": trainer, "module": module, "datamodule": datamodule}
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
-def main(cfg: DictConfig) -> None:
+@hydra.main(version_base="1.3", config_path=CONFIGS, config_name="eval")
+def hydra_main(cfg: DictConfig) -> None:
     run_cli(lambda: evaluate(cfg))
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """The command line (`python -m wycifar.eval`, `wycifar-eval`): every Hydra option applies."""
+    require_extras(sys.argv[1:])
     torch.set_float32_matmul_precision("high")
+    hydra_main()
+
+
+if __name__ == "__main__":
     main()

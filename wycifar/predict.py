@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from importlib import resources
 from pathlib import Path
 
 import torch
@@ -19,21 +20,21 @@ from wycifar.data.loader import CIFAR10_MEAN, CIFAR10_STD
 from wycifar.data.sources import decode_image
 from wycifar.errors import ConfigError
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 SHIPPED = re.compile(r"model_(\d+)_(\d\.\d+)\.ckpt$")
 
 
-def best_shipped_model(results: Path = RESULTS) -> Path:
-    """The shipped checkpoint with the highest test accuracy in its name (results/*/model_<params>_<acc>.ckpt)."""
-    found = [(float(m.group(2)), p) for p in results.glob("*/model_*.ckpt") if (m := SHIPPED.search(p.name))]
+def bundled_model() -> Path:
+    """The default recipe's shipped model, installed with the package (results/default in the
+    repository): what predict uses when no --ckpt is given."""
+    found = sorted(p for p in resources.files("wycifar.bundled").iterdir() if SHIPPED.search(p.name))
     if not found:
-        raise ConfigError(f"no shipped model found under {results}; pass --ckpt <file.ckpt>")
-    return max(found)[1]
+        raise ConfigError("no model is bundled with this installation of wycifar; pass --ckpt <file.ckpt>")
+    return Path(str(found[-1]))
 
 
 def predict(paths: list[str], ckpt: str | None, top_k: int = 3, out=sys.stdout, err=sys.stderr) -> int:
-    ckpt_path = Path(ckpt) if ckpt else best_shipped_model()
+    ckpt_path = Path(ckpt) if ckpt else bundled_model()
     module = load_module(ckpt_path).eval()
     extras = read_checkpoint(ckpt_path).get("wycifar", {})
     classes = extras.get("classes", CIFAR10_CLASSES)
@@ -59,9 +60,11 @@ def predict(paths: list[str], ckpt: str | None, top_k: int = 3, out=sys.stdout, 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m wycifar.predict", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="wycifar-predict", description=__doc__.splitlines()[0])
     parser.add_argument("images", nargs="+", help="image files (any size or format Pillow reads)")
-    parser.add_argument("--ckpt", default=None, help="a wycifar checkpoint (default: the best model under results/)")
+    parser.add_argument(
+        "--ckpt", default=None, help="a wycifar checkpoint (default: the default recipe's shipped model)"
+    )
     parser.add_argument("--top-k", type=int, default=3, help="how many classes to list (default 3)")
     args = parser.parse_args(argv)
     if args.top_k < 1:

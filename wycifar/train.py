@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,8 @@ from wycifar.builders import (
 )
 from wycifar.callbacks.graceful_stop import GracefulStop
 from wycifar.callbacks.graceful_stop import message as stop_message
-from wycifar.cli import run_cli
+from wycifar.checkpoints import check_resumable
+from wycifar.cli import CONFIGS, require_extras, run_cli
 from wycifar.errors import InterruptedRun, WycifarError
 from wycifar.process import configure_process
 
@@ -50,6 +52,8 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[st
     callbacks = build_callbacks(cfg.get("callbacks"), has_logger=bool(loggers)) + list(extra_callbacks or [])
     trainer = build_trainer(cfg.trainer, callbacks, loggers)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.log_dir)
+    if ckpt_path:
+        check_resumable(ckpt_path, module)
 
     started = time.perf_counter()
     if cfg.get("train", True):
@@ -95,14 +99,14 @@ def write_job_record(cfg: DictConfig, metrics: dict[str, float], params: int | N
     (folder / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
+@hydra.main(version_base="1.3", config_path=CONFIGS, config_name="train")
+def hydra_main(cfg: DictConfig) -> float | None:
     if HydraConfig.get().mode == RunMode.MULTIRUN:
         # One bad job must not end the sweep: record it and go on.
         try:
             metrics, objects = train(cfg)
         except WycifarError as error:
-            log.error("error: %s", error)
+            log.error("%s", error)
             write_job_record(cfg, {}, None, f"error: {error}")
             return None
     else:
@@ -113,6 +117,12 @@ def main(cfg: DictConfig) -> float | None:
     return metrics.get(cfg.get("optimized_metric") or "", None)
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """The command line (`python -m wycifar.train`, `wycifar-train`): every Hydra option applies."""
+    require_extras(sys.argv[1:])
     torch.set_float32_matmul_precision("high")
+    hydra_main()
+
+
+if __name__ == "__main__":
     main()

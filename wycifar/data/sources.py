@@ -8,6 +8,7 @@ by the source's file list; later runs load that file in well under a second.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,11 +18,13 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from wycifar.errors import ConfigError, check_choice
+from wycifar.errors import ConfigError, check_choice, first_line
+
+log = logging.getLogger("wycifar.data")
 
 SOURCES = ("auto", "folder", "torchvision")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 
 @dataclass
@@ -82,12 +85,14 @@ def _decode_all(files: list[Path], image_size: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
-def _fingerprint(files: list[Path], image_size: int) -> str:
+def _fingerprint(root: Path, files: list[Path], image_size: int) -> str:
+    """What the cached tensors were decoded from: the files (by their place under root), their
+    sizes and modification times, and the image size."""
     digest = hashlib.sha1(f"{CACHE_FORMAT}:{image_size}".encode())
     for f in files:
         stat = f.stat()
-        digest.update(f"{f}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:16]
+        digest.update(f"{f.relative_to(root)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
@@ -97,17 +102,38 @@ def _atomic_torch_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def cache_path(cache_dir: Path, root: Path, split: str, image_size: int) -> Path:
+    """One cache file per folder, split and image size: the folder by its resolved path, so that
+    two spellings of it share one cache, and a changed folder replaces its cache in place."""
+    key = hashlib.sha1(f"{root.resolve()}:{image_size}".encode()).hexdigest()[:16]
+    return cache_dir / f"{split}-{key}.pt"
+
+
+def _read_cache(cache_file: Path, fingerprint: str) -> Split | None:
+    """The cached split, or None where there is none, it is stale, or it cannot be read."""
+    if not cache_file.exists():
+        return None
+    try:
+        cached = torch.load(cache_file, weights_only=True)
+        if cached.get("fingerprint") != fingerprint:
+            return None
+        return Split(cached["images"], cached["labels"], list(cached["classes"]))
+    except Exception as error:  # noqa: BLE001 - any damage to a cache only means decoding again
+        log.warning("the decode cache %s cannot be read (%s); decoding the images again", cache_file, first_line(error))
+        return None
+
+
 def load_folder_split(root: Path, split: str, image_size: int, cache_dir: Path | None) -> Split:
     files, labels, classes = _list_folder_split(root / split)
-    cache_file = None
-    if cache_dir is not None:
-        cache_file = Path(cache_dir) / f"{split}-{_fingerprint(files, image_size)}.pt"
-        if cache_file.exists():
-            cached = torch.load(cache_file, weights_only=True)
-            return Split(cached["images"], cached["labels"], list(cached["classes"]))
-    data = Split(_decode_all(files, image_size), torch.tensor(labels, dtype=torch.int64), classes)
-    if cache_file is not None:
-        _atomic_torch_save({"images": data.images, "labels": data.labels, "classes": data.classes}, cache_file)
+    if cache_dir is None:
+        return Split(_decode_all(files, image_size), torch.tensor(labels, dtype=torch.int64), classes)
+    cache_file = cache_path(Path(cache_dir), root, split, image_size)
+    fingerprint = _fingerprint(root, files, image_size)
+    data = _read_cache(cache_file, fingerprint)
+    if data is None:
+        data = Split(_decode_all(files, image_size), torch.tensor(labels, dtype=torch.int64), classes)
+        record = {"images": data.images, "labels": data.labels, "classes": data.classes, "fingerprint": fingerprint}
+        _atomic_torch_save(record, cache_file)
     return data
 
 

@@ -1,0 +1,1 @@
+"""Hydra's configs of wycifar, installed with the package as wycifar.conf."""

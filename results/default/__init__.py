@@ -1,0 +1,1 @@
+"""The default recipe's shipped model, installed with the package as wycifar.bundled (wycifar-predict's default)."""

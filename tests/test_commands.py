@@ -16,6 +16,7 @@ def command(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / name), *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["wycifar-train", "wycifar-eval", "wycifar-bench", "wycifar-predict"])
 def test_each_console_command_is_installed_and_answers_help(tmp_path: Path, name: str):
     result = command(name, "--help", cwd=tmp_path)

@@ -233,14 +233,12 @@ def run_bench(cfg: DictConfig) -> dict:
     fit_memory = peak_memory_mb(device)
 
     # (a) and (b) on the same device, data and batch size.
-    loader = datamodule._loader(datamodule.train_data, train=True)
+    loader = datamodule.train_dataloader()  # the fit's trainer is attached: its device and rank
     data_rate = bench_data(loader, bench.batches, bench.warmup, device)
     full = (b for b in endless(loader) if len(b[1]) == datamodule.batch_size)
     batch_list = [b for _, b in zip(range(bench.warmup + bench.batches), full)]
     bare_rate = bench_bare_loop(module, batch_list, bench.warmup, device, precision)
-    eval_rate = bench_eval(
-        module, datamodule._loader(datamodule.test_data, train=False), device, precision, bench.eval_batches
-    )
+    eval_rate = bench_eval(module, datamodule.test_dataloader(), device, precision, bench.eval_batches)
     epoch_s = 50_000 / fit_rate + 10_000 / eval_rate
     measured = measure_epochs(cfg, datamodule, int(bench.epochs)) if bench.get("epochs") else []
     return {

@@ -10,7 +10,7 @@ trap 'rm -rf "$work"' EXIT
 
 "$repo/.venv/bin/python" -m build --wheel --outdir "$work/dist" "$repo" > "$work/build.log" 2>&1 || { cat "$work/build.log"; exit 1; }
 "$python" -m venv "$work/venv"
-"$work/venv/bin/python" -m pip install -q "$work"/dist/wycifar-*.whl
+"$work/venv/bin/python" -m pip install -q "$work"/dist/wycifar-*.whl > "$work/pip.log" 2>&1 || { cat "$work/pip.log"; exit 1; }
 bin="$work/venv/bin"
 package=$("$bin/python" -c "import wycifar, pathlib; print(pathlib.Path(wycifar.__file__).parent)")
 list_package() { find "$package" -not -path "*__pycache__*" | sort; }
@@ -39,7 +39,9 @@ PY
 small="data.root=tiny data.batch_size=8 model.base_width=8 trainer.max_epochs=1 trainer.accelerator=cpu"
 "$bin/wycifar-train" $small trainer.limit_train_batches=2 hydra.run.dir=outputs/run > train.out
 tail -1 train.out
-test -f outputs/run/checkpoints/last.ckpt && test -f outputs/run/report.md && test -f outputs/run/train.log
+test -f outputs/run/checkpoints/last.ckpt
+test -f outputs/run/report.md
+test -f outputs/run/train.log
 ls "$XDG_CACHE_HOME"/wycifar/train-*.pt > /dev/null
 echo "trained 2 batches: outputs/run, decode cache in \$XDG_CACHE_HOME/wycifar"
 
@@ -51,7 +53,7 @@ grep -q "test accuracy" eval.out
 grep -q "^tiny/test/class3/0.png: " predict.out
 
 "$bin/python" -m wycifar.train -m $small trainer.limit_train_batches=1 seed=0,1 hydra.sweep.dir=outputs/sweep > sweep.out
-test -f outputs/sweep/summary.md && grep -c "| ok |" outputs/sweep/summary.md | grep -q 2
+test "$(grep -c "| ok |" outputs/sweep/summary.md)" -eq 2
 echo "a sweep of two jobs: outputs/sweep/summary.md"
 
 "$bin/wycifar-bench" bench.batches=2 bench.warmup=1 bench.eval_batches=1 bench.train_images=64 bench.test_images=32 \
@@ -62,7 +64,8 @@ if "$bin/wycifar-train" hparams_search=optuna > optuna.out 2> optuna.err; then
   echo "hparams_search=optuna ran without the sweeps extra"; exit 1
 fi
 cat optuna.err
-grep -q "pip install 'wycifar\[sweeps\]'" optuna.err && test "$(wc -l < optuna.err)" -eq 1
+grep -q "^error: hparams_search=optuna needs wycifar's 'sweeps' extra: pip install 'wycifar\[sweeps\]'$" optuna.err
+test "$(wc -l < optuna.err)" -eq 1
 
 list_package | diff "$work/package.before" - || { echo "the runs wrote inside the installed package"; exit 1; }
 echo "wheel check passed"

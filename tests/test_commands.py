@@ -45,4 +45,9 @@ def test_an_option_without_its_extra_is_one_line(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert info.value.code == 2
     assert err == "error: hparams_search=optuna needs wycifar's 'sweeps' extra: pip install 'wycifar[sweeps]'\n"
-    cli.require_extras(["hydra/launcher=slurm", "hparams_search=grid"])  # installed here, or not an extra's
+    # a plugin whose namespace package is missing altogether, as in an install without any extra
+    monkeypatch.setitem(cli.EXTRAS, "hydra/launcher=slurm", ("no_plugins_here.hydra_submitit_launcher", "slurm"))
+    with pytest.raises(SystemExit):
+        cli.require_extras(["hydra/launcher=slurm"])
+    assert "pip install 'wycifar[slurm]'" in capsys.readouterr().err
+    cli.require_extras(["hydra/launcher=local", "hparams_search=grid"])  # installed here, or not an extra's

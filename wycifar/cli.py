@@ -42,5 +42,12 @@ def require_extras(argv: list[str]) -> None:
     """One line naming the extra to install, before Hydra looks for a plugin that is not there."""
     for arg in argv:
         needed = EXTRAS.get(arg.lstrip("+~"))
-        if needed and importlib.util.find_spec(needed[0]) is None:
+        if needed and not installed(needed[0]):
             fail(f"{arg} needs wycifar's {needed[1]!r} extra: pip install 'wycifar[{needed[1]}]'", 2)
+
+
+def installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing too
+        return False

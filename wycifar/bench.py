@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from wycifar.builders import build_callbacks, build_loggers, build_module, build_trainer, instantiate_checked
 from wycifar.callbacks.gradcam import GradCAMReport
-from wycifar.cli import CONFIGS, require_extras, run_cli
+from wycifar.cli import CONFIGS, run_cli, run_command
 from wycifar.data.cifar10 import CIFAR10DataModule
 from wycifar.data.synthetic import SyntheticCIFAR
 from wycifar.errors import ConfigError
@@ -305,10 +305,7 @@ def hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """The command line (`python -m wycifar.bench`, `wycifar-bench`): every Hydra option applies."""
-    require_extras(sys.argv[1:])
-    torch.set_float32_matmul_precision("high")
-    hydra_main()
+    run_command(hydra_main)
 
 
 if __name__ == "__main__":

@@ -23,20 +23,18 @@ def read_checkpoint(path: str | Path) -> dict:
         raise ConfigError(f"checkpoint {str(path)!r} does not exist; give the path of a .ckpt file written by wycifar")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        if "Weights only load failed" in str(error):
-            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+    except Exception as error:  # noqa: BLE001 - the unpickler fails on foreign bytes in many ways
+        code = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if isinstance(error, pickle.UnpicklingError) and "Weights only load failed" in str(error):
             raise ConfigError(
                 f"checkpoint {str(path)!r} holds pickled objects that would run code when loaded"
-                f"{f' (calling {found.group(1)})' if found else ''}; refused, nothing was run"
+                f"{f' (calling {code.group(1)})' if code else ''}; refused, nothing was run"
             ) from None
-        raise ConfigError(f"checkpoint {str(path)!r} is not a PyTorch checkpoint ({first_line(error)[:160]})") from None
-    except (zipfile.BadZipFile, EOFError, RuntimeError, OSError) as error:
+        truncated = isinstance(error, (zipfile.BadZipFile, EOFError, RuntimeError, OSError))
         raise ConfigError(
-            f"checkpoint {str(path)!r} is not a PyTorch checkpoint or is truncated ({first_line(error)[:160]})"
+            f"checkpoint {str(path)!r} is not a PyTorch checkpoint{' or is truncated' if truncated else ''} "
+            f"({first_line(error)[:160]})"
         ) from None
-    except Exception as error:  # noqa: BLE001 - the unpickler fails on foreign bytes in many ways
-        raise ConfigError(f"checkpoint {str(path)!r} is not a PyTorch checkpoint ({first_line(error)[:160]})") from None
     if not isinstance(checkpoint, dict) or not {"state_dict", "hyper_parameters"} <= checkpoint.keys():
         raise ConfigError(
             f"checkpoint {str(path)!r} is not a wycifar checkpoint: it has no state_dict and hyper_parameters"
@@ -54,18 +52,12 @@ def check_network(checkpoint: dict, module: WyCifarModule, path: str | Path) -> 
         if k in saved and saved[k].shape != v.shape
     ]
     missing, unexpected = sorted(expected.keys() - saved.keys()), sorted(saved.keys() - expected.keys())
-    if differ or missing or unexpected:
-        parts = []
-        if differ:
-            parts.append(
-                f"{len(differ)} tensors differ in shape ({', '.join(differ[:3])}{', ...' if len(differ) > 3 else ''})"
-            )
-        if missing:
-            parts.append(f"{len(missing)} missing ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
-        if unexpected:
-            parts.append(
-                f"{len(unexpected)} unexpected ({', '.join(unexpected[:3])}{', ...' if len(unexpected) > 3 else ''})"
-            )
+    parts = [
+        f"{len(names)} {what} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+        for what, names in (("tensors differ in shape", differ), ("missing", missing), ("unexpected", unexpected))
+        if names
+    ]
+    if parts:
         raise ConfigError(
             f"checkpoint {str(path)!r} holds a network of another shape than this run's (checkpoint vs run): "
             + "; ".join(parts)
@@ -76,7 +68,11 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu", comp
     """A WyCifarModule as the checkpoint's hyperparameters build it, with its weights. `compile` is
     how this process runs the network, not part of the model: a run trained compiled is loaded
     uncompiled unless asked (compiling takes a minute and a C++ compiler on a CPU)."""
-    checkpoint = read_checkpoint(path)
+    return module_from(read_checkpoint(path), path, compile).to(map_location)
+
+
+def module_from(checkpoint: dict, path: str | Path, compile: bool = False) -> WyCifarModule:
+    """The module a checkpoint read by read_checkpoint holds (`path` names it in errors)."""
     try:
         module = WyCifarModule(**{**checkpoint["hyper_parameters"], "compile": compile})
     except WycifarError as error:
@@ -88,7 +84,7 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu", comp
     check_network(checkpoint, module, path)
     module.load_state_dict(checkpoint["state_dict"])
     module.on_load_checkpoint(checkpoint)
-    return module.to(map_location)
+    return module
 
 
 def check_resumable(path: str | Path, module: WyCifarModule) -> None:

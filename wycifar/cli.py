@@ -38,6 +38,15 @@ def run_cli(body: Callable[[], T]) -> T:
         fail(str(error), error.exit_code)
 
 
+def run_command(hydra_main: Callable[[], object]) -> None:
+    """A Hydra command line (`python -m wycifar.<name>`, `wycifar-<name>`): extras checked first."""
+    import torch
+
+    require_extras(sys.argv[1:])
+    torch.set_float32_matmul_precision("high")
+    hydra_main()
+
+
 def require_extras(argv: list[str]) -> None:
     """One line naming the extra to install, before Hydra looks for a plugin that is not there."""
     for arg in argv:

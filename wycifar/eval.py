@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import logging
-import sys
 
 import hydra
 import lightning as L
-import torch
 from omegaconf import DictConfig
 
 from wycifar.builders import build_callbacks, build_loggers, build_trainer, instantiate_checked, resolve_ckpt_path
 from wycifar.checkpoints import load_module
-from wycifar.cli import CONFIGS, require_extras, run_cli
+from wycifar.cli import CONFIGS, run_cli, run_command
 from wycifar.process import configure_process
 from wycifar.train import accuracy_line
 
@@ -42,10 +40,7 @@ def hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """The command line (`python -m wycifar.eval`, `wycifar-eval`): every Hydra option applies."""
-    require_extras(sys.argv[1:])
-    torch.set_float32_matmul_precision("high")
-    hydra_main()
+    run_command(hydra_main)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from wycifar.checkpoints import load_module, read_checkpoint
+from wycifar.checkpoints import module_from, read_checkpoint
 from wycifar.cli import run_cli
 from wycifar.data.loader import CIFAR10_MEAN, CIFAR10_STD
 from wycifar.data.sources import decode_image
@@ -35,8 +35,9 @@ def bundled_model() -> Path:
 
 def predict(paths: list[str], ckpt: str | None, top_k: int = 3, out=sys.stdout, err=sys.stderr) -> int:
     ckpt_path = Path(ckpt) if ckpt else bundled_model()
-    module = load_module(ckpt_path).eval()
-    extras = read_checkpoint(ckpt_path).get("wycifar", {})
+    checkpoint = read_checkpoint(ckpt_path)
+    module = module_from(checkpoint, ckpt_path).eval()
+    extras = checkpoint.get("wycifar", {})
     classes = extras.get("classes", CIFAR10_CLASSES)
     mean = torch.tensor(extras.get("mean", CIFAR10_MEAN)).view(1, -1, 1, 1)
     std = torch.tensor(extras.get("std", CIFAR10_STD)).view(1, -1, 1, 1)

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -28,7 +26,7 @@ from wycifar.builders import (
 from wycifar.callbacks.graceful_stop import GracefulStop
 from wycifar.callbacks.graceful_stop import message as stop_message
 from wycifar.checkpoints import check_resumable
-from wycifar.cli import CONFIGS, require_extras, run_cli
+from wycifar.cli import CONFIGS, run_cli, run_command
 from wycifar.errors import InterruptedRun, WycifarError
 from wycifar.process import configure_process
 
@@ -118,10 +116,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    """The command line (`python -m wycifar.train`, `wycifar-train`): every Hydra option applies."""
-    require_extras(sys.argv[1:])
-    torch.set_float32_matmul_precision("high")
-    hydra_main()
+    run_command(hydra_main)
 
 
 if __name__ == "__main__":

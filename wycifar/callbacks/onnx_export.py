@@ -75,8 +75,8 @@ def check_onnx(net: torch.nn.Module, path: Path, x: torch.Tensor, atol: float = 
             "training diverged: the trained network's outputs are not finite (nan/inf) in fp32, its weights "
             "blew up; lower the learning rate"
         )
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {"image": x.float().cpu().contiguous().numpy()})[0]
+    runtime = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = runtime.run(None, {"image": x.float().cpu().contiguous().numpy()})[0]
     error = float(np.abs(got - expected).max())
     bound = atol + rtol * float(np.abs(expected).max())
     if not error <= bound:

@@ -125,13 +125,17 @@ def _read_cache(cache_file: Path, fingerprint: str) -> Split | None:
 
 def load_folder_split(root: Path, split: str, image_size: int, cache_dir: Path | None) -> Split:
     files, labels, classes = _list_folder_split(root / split)
-    if cache_dir is None:
+
+    def decode() -> Split:
         return Split(_decode_all(files, image_size), torch.tensor(labels, dtype=torch.int64), classes)
+
+    if cache_dir is None:
+        return decode()
     cache_file = cache_path(Path(cache_dir), root, split, image_size)
     fingerprint = _fingerprint(root, files, image_size)
     data = _read_cache(cache_file, fingerprint)
     if data is None:
-        data = Split(_decode_all(files, image_size), torch.tensor(labels, dtype=torch.int64), classes)
+        data = decode()
         record = {"images": data.images, "labels": data.labels, "classes": data.classes, "fingerprint": fingerprint}
         _atomic_torch_save(record, cache_file)
     return data

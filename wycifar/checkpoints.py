@@ -64,17 +64,22 @@ def check_network(checkpoint: dict, module: WyCifarModule, path: str | Path) -> 
         )
 
 
-def load_module(path: str | Path, map_location: str | torch.device = "cpu", compile: bool = False) -> WyCifarModule:
-    """A WyCifarModule as the checkpoint's hyperparameters build it, with its weights. `compile` is
-    how this process runs the network, not part of the model: a run trained compiled is loaded
-    uncompiled unless asked (compiling takes a minute and a C++ compiler on a CPU)."""
-    return module_from(read_checkpoint(path), path, compile).to(map_location)
+def load_module(
+    path: str | Path, map_location: str | torch.device = "cpu", compile: bool = False, tta: str | None = None
+) -> WyCifarModule:
+    """A WyCifarModule as the checkpoint's hyperparameters build it, with its weights. `compile` and
+    `tta` are how this process runs the network, not part of the model: a run trained compiled is
+    loaded uncompiled unless asked (compiling takes a minute and a C++ compiler on a CPU), and `tta`
+    (null: as the run was trained) picks the test-time views."""
+    return module_from(read_checkpoint(path), path, compile, tta).to(map_location)
 
 
-def module_from(checkpoint: dict, path: str | Path, compile: bool = False) -> WyCifarModule:
-    """The module a checkpoint read by read_checkpoint holds (`path` names it in errors)."""
+def module_from(checkpoint: dict, path: str | Path, compile: bool = False, tta: str | None = None) -> WyCifarModule:
+    """The module a checkpoint read by read_checkpoint holds (`path` names it in errors). A
+    distilled network is loaded without its teacher, which only shaped its training."""
+    settings = {"compile": compile, "teacher": None} | ({} if tta is None else {"tta": tta})
     try:
-        module = WyCifarModule(**{**checkpoint["hyper_parameters"], "compile": compile})
+        module = WyCifarModule(**{**checkpoint["hyper_parameters"], **settings})
     except WycifarError as error:
         raise ConfigError(f"checkpoint {str(path)!r} has settings this version does not build: {error}") from None
     except TypeError as error:

@@ -11,8 +11,10 @@ from omegaconf import DictConfig
 from wycifar.builders import build_callbacks, build_loggers, build_trainer, instantiate_checked, resolve_ckpt_path
 from wycifar.checkpoints import load_module
 from wycifar.cli import CONFIGS, run_cli, run_command
+from wycifar.errors import check_choice
 from wycifar.process import configure_process
 from wycifar.train import accuracy_line
+from wycifar.tta import TTA_MODES
 
 log = logging.getLogger("wycifar.eval")
 
@@ -21,7 +23,9 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict]:
     configure_process(cfg.get("threads"), cfg.get("keep_freed_memory", True))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.log_dir)
-    module = load_module(ckpt_path)
+    if cfg.get("tta") is not None:
+        check_choice("tta", cfg.tta, TTA_MODES)
+    module = load_module(ckpt_path, tta=cfg.get("tta"))
     datamodule = instantiate_checked(cfg.data, "data", channels_last=module.hparams.get("channels_last", False))
     loggers = build_loggers(cfg.get("logger"))
     callbacks = build_callbacks(cfg.get("callbacks"), has_logger=bool(loggers))
@@ -30,7 +34,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict]:
     results = trainer.test(module, datamodule=datamodule, verbose=False)
     metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
     if trainer.is_global_zero and "test/acc" in metrics:
-        log.info(accuracy_line(metrics))
+        log.info(accuracy_line(metrics, module.hparams.tta))
     return metrics, {"trainer": trainer, "module": module, "datamodule": datamodule}
 
 

@@ -11,8 +11,10 @@ from hydra.utils import instantiate
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from wycifar.distill import load_teacher, soft_target_loss
 from wycifar.errors import DivergenceError, check_choice, check_number
 from wycifar.models import WyCifarNet
+from wycifar.tta import TTA_MODES, tta_probs
 
 INTERVALS = ("epoch", "step")
 DIVERGENCE_CHECK_EVERY = 25
@@ -33,7 +35,10 @@ class WyCifarModule(L.LightningModule):
         l1_lambda: float = 0.0,
         label_smoothing: float = 0.0,
         decay_norm_and_bias: bool = True,
-        tta_flip: bool = False,
+        tta: str = "none",
+        teacher: str | None = None,
+        distill_temperature: float = 4.0,
+        distill_weight: float = 0.5,
         channels_last: bool = False,
         compile: bool = False,
         compile_mode: str = "default",
@@ -43,6 +48,9 @@ class WyCifarModule(L.LightningModule):
         check_number("module.label_smoothing", label_smoothing, minimum=0, maximum=1, exclusive_max=True)
         check_number("module.l1_lambda", l1_lambda, minimum=0)
         check_choice("module.compile_mode", compile_mode, COMPILE_MODES)
+        check_choice("module.tta", tta, TTA_MODES)
+        check_number("module.distill_temperature", distill_temperature, minimum=0, inclusive=False)
+        check_number("module.distill_weight", distill_weight, minimum=0, maximum=1)
         if scheduler:
             check_choice("scheduler.interval", scheduler.get("interval", "epoch"), INTERVALS)
         self.net = WyCifarNet(**net)
@@ -52,6 +60,8 @@ class WyCifarModule(L.LightningModule):
         # Kept out of the module's children so that checkpoints hold `net.*` only; compiled on first use.
         self._compiled: list[torch.nn.Module] = []
         num_classes = self.net.num_classes
+        # Kept out of the children too: a distilled checkpoint holds the student only.
+        self._teacher: list[torch.nn.Module] = [load_teacher(teacher, num_classes)] if teacher else []
         # The training metrics take per-image values with no checks: MulticlassAccuracy's argument
         # checks and MeanMetric's NaN check each wait for the GPU on every step. (Divergence is
         # caught in training_step; validation and test keep the checked metrics.)
@@ -84,6 +94,13 @@ class WyCifarModule(L.LightningModule):
         logits = self(x)
         per_image_loss = self._loss(logits, y, reduction="none")
         loss = per_image_loss.mean()
+        if self._teacher:
+            with torch.no_grad():
+                teacher_logits = self._teacher[0](x)
+            weight = self.hparams.distill_weight
+            loss = (1 - weight) * loss + weight * soft_target_loss(
+                logits, teacher_logits, self.hparams.distill_temperature
+            )
         # Reading the loss on a GPU waits for the step to finish; a diverged run stays non-finite,
         # so there it is read every DIVERGENCE_CHECK_EVERY steps.
         checked = loss.device.type == "cpu" or batch_idx % DIVERGENCE_CHECK_EVERY == 0
@@ -100,6 +117,10 @@ class WyCifarModule(L.LightningModule):
         if self.hparams.l1_lambda:
             loss = loss + self.hparams.l1_lambda * self.l1_penalty()
         return loss
+
+    def on_fit_start(self) -> None:
+        for teacher in self._teacher:
+            teacher.to(self.device)
 
     def on_train_start(self) -> None:
         # The sanity check must not leave its numbers in the best-accuracy tracker.
@@ -127,9 +148,8 @@ class WyCifarModule(L.LightningModule):
         self.test_acc(logits, y)
         self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
         self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
-        if self.hparams.tta_flip:
-            probs = logits.float().softmax(1) + self(x.flip(3)).float().softmax(1)
-            self.test_acc_tta(probs, y)
+        if self.hparams.tta != "none":
+            self.test_acc_tta(tta_probs(self, x, self.hparams.tta), y)
             self.log("test/acc_tta", self.test_acc_tta, on_step=False, on_epoch=True)
         return {"probs": logits.detach().float().softmax(1), "target": y}
 

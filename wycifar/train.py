@@ -33,10 +33,10 @@ from wycifar.process import configure_process
 log = logging.getLogger("wycifar.train")
 
 
-def accuracy_line(metrics: dict[str, float]) -> str:
+def accuracy_line(metrics: dict[str, float], tta: str) -> str:
     line = f"test accuracy: {100 * metrics['test/acc']:.2f}%"
     if "test/acc_tta" in metrics:
-        line += f" (with flip TTA: {100 * metrics['test/acc_tta']:.2f}%)"
+        line += f" (with {tta} TTA: {100 * metrics['test/acc_tta']:.2f}%)"
     return line
 
 
@@ -78,7 +78,7 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[st
         results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
         metrics.update({k: float(v) for k, v in (results[0] if results else {}).items()})
         if "test/acc" in metrics and trainer.is_global_zero:
-            log.info(accuracy_line(metrics))
+            log.info(accuracy_line(metrics, module.hparams.tta))
     return metrics, {"trainer": trainer, "module": module, "datamodule": datamodule, "cfg": cfg}
 
 

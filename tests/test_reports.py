@@ -187,3 +187,23 @@ def test_no_figures_during_sanity_check(tmp_path):
     assert not (folder / "gradcam.png").exists()  # only epoch 1 ran: not a multiple of 5, and no sanity figure
     assert (folder / "curves.png").exists()
     assert isinstance(next(c for c in objects["trainer"].callbacks if isinstance(c, GradCAMReport)), GradCAMReport)
+
+
+def test_epochs_without_validation_show_no_stale_validation_numbers(tmp_path):
+    """trainer.check_val_every_n_epoch=2: epoch 1 has no validation; its row and curve point
+    must not repeat another epoch's numbers."""
+    from wycifar.callbacks.curves import LearningCurves
+    from wycifar.callbacks.epoch_table import EpochTable
+
+    data = make_image_folder(tmp_path / "data", train_per_class=4, test_per_class=2)
+    overrides = [*TINY, f"data.root={data}", "trainer.max_epochs=4", "trainer.check_val_every_n_epoch=2"]
+    cfg = compose_train(tmp_path, [*overrides, "test=false", "callbacks=[model_checkpoint,reports]", "logger=none"])
+    _, objects = train(cfg)
+    rows = list(csv.DictReader((tmp_path / "run" / "epochs.csv").open()))
+    validated = [not math.isnan(float(row["ValAcc"])) for row in rows]
+    assert validated == [False, True, False, True]
+    table = next(c for c in objects["trainer"].callbacks if isinstance(c, EpochTable))
+    assert table.format_row(table.rows[0]).endswith("| -        |      - |")
+    curves = next(c for c in objects["trainer"].callbacks if isinstance(c, LearningCurves))
+    assert [epoch for epoch, _ in curves.history["val/acc"]] == [2, 4]
+    assert [epoch for epoch, _ in curves.history["train/acc"]] == [1, 2, 3, 4]

@@ -9,6 +9,7 @@ import lightning as L
 import matplotlib
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
 matplotlib.use("Agg")
@@ -73,3 +74,24 @@ def image_grid(n: int, cols: int = 5, size: float = 2.0):
     for ax in axes.flat:
         ax.axis("off")
     return fig, axes.flat
+
+
+class EpochMetrics(Callback):
+    """The metrics of the training epoch that just ended. On an epoch that skipped validation
+    (trainer.check_val_every_n_epoch > 1), trainer.callback_metrics still holds the last
+    validation's numbers: they are left out."""
+
+    _validated = False
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._validated = False
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._validated = self._validated or not trainer.sanity_checking
+
+    def epoch_metrics(self, trainer: L.Trainer) -> dict[str, float]:
+        return {
+            key: float(value)
+            for key, value in trainer.callback_metrics.items()
+            if self._validated or not key.startswith("val/")
+        }

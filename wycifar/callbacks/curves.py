@@ -8,14 +8,13 @@ import time
 
 import lightning as L
 import matplotlib.pyplot as plt
-from lightning.pytorch.callbacks import Callback
 
-from wycifar.callbacks.common import run_dir, save_figure, should_draw
+from wycifar.callbacks.common import EpochMetrics, run_dir, save_figure, should_draw
 
 KEYS = ("train/loss", "val/loss", "train/acc", "val/acc")
 
 
-class LearningCurves(Callback):
+class LearningCurves(EpochMetrics):
     def __init__(self, filename: str = "curves.png", min_interval_s: float = 10.0) -> None:
         self.filename, self.min_interval_s = filename, min_interval_s
         self._drawn_at: float | None = None
@@ -32,9 +31,10 @@ class LearningCurves(Callback):
         if not should_draw(trainer):
             return
         epoch = trainer.current_epoch + 1
+        metrics = self.epoch_metrics(trainer)
         for key in KEYS:
-            if key in trainer.callback_metrics:
-                self.history.setdefault(key, []).append((epoch, float(trainer.callback_metrics[key])))
+            if key in metrics:
+                self.history.setdefault(key, []).append((epoch, metrics[key]))
         self._pending = True
         if self._drawn_at is None or time.monotonic() - self._drawn_at >= self.min_interval_s:
             self.draw(trainer)

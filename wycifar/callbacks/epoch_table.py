@@ -5,12 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import math
 import time
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback
 
-from wycifar.callbacks.common import atomic_write_text, run_dir
+from wycifar.callbacks.common import EpochMetrics, atomic_write_text, run_dir
 
 log = logging.getLogger("wycifar.epochs")
 
@@ -54,7 +54,7 @@ def hyperparameter_header(trainer: L.Trainer, pl_module: L.LightningModule) -> s
     return "\n".join(lines)
 
 
-class EpochTable(Callback):
+class EpochTable(EpochMetrics):
     """| Epoch | LR | Time | TrainLoss | TrainAcc | ValLoss | ValAcc |, with LR as at the epoch's start.
 
     Rows go to the log (terminal and the run's train.log), epochs.csv and epochs.md.
@@ -83,9 +83,13 @@ class EpochTable(Callback):
 
     @staticmethod
     def format_row(row: dict) -> str:
+        # an epoch without validation (trainer.check_val_every_n_epoch) shows dashes
+        validated = not math.isnan(row["ValAcc"])
+        val_loss = f"{row['ValLoss']:<8.6f}" if validated else f"{'-':<8}"
+        val_acc = f"{row['ValAcc']:5.2f}%" if validated else f"{'-':>6}"
         return (
             f"| {row['Epoch']:>5} | {row['LR']:.6f} | {format_time(row['Time'])} | {row['TrainLoss']:<9.6f} "
-            f"| {row['TrainAcc']:6.2f} % | {row['ValLoss']:<8.6f} | {row['ValAcc']:5.2f}% |"
+            f"| {row['TrainAcc']:6.2f} % | {val_loss} | {val_acc} |"
         )
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -95,16 +99,17 @@ class EpochTable(Callback):
         emit(f"\n{self.header}\n{self.rule()}\n{self.title()}\n{self.rule()}")
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_start(trainer, pl_module)
         self._epoch_start = time.perf_counter()
         self._epoch_lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else 0.0
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero or trainer.sanity_checking:
             return
-        metrics = trainer.callback_metrics
+        metrics = self.epoch_metrics(trainer)
 
         def value(key: str, scale: float = 1.0) -> float:
-            return float(metrics[key]) * scale if key in metrics else float("nan")
+            return metrics[key] * scale if key in metrics else float("nan")
 
         row = {
             "Epoch": trainer.current_epoch + 1,

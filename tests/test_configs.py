@@ -95,6 +95,15 @@ def test_the_defaults_are_the_most_accurate_recipe(tmp_path: Path):
     assert cfg["scheduler"]["interval"] == "step" and cfg["scheduler"]["momentum_points"] is None
 
 
+def test_speedrun_is_the_default_recipe_at_batch_512(tmp_path: Path):
+    """The runs in results/speedrun: `data.batch_size=512 optimizer.lr=0.8 optimizer.weight_decay=5e-4`."""
+    speedrun, default = recipe(tmp_path, ["experiment=speedrun"]), recipe(tmp_path, [])
+    assert speedrun == recipe(
+        tmp_path, ["data.batch_size=512", "optimizer.lr=0.8", "optimizer.weight_decay=5e-4"]
+    )
+    assert speedrun["model"] == default["model"] and speedrun["scheduler"] == default["scheduler"]
+
+
 def test_reference_readme_is_the_reference_recipe_as_its_readme_states_it(tmp_path: Path):
     readme, code = recipe(tmp_path, ["experiment=reference_readme"]), recipe(tmp_path, ["experiment=reference"])
     assert readme["optimizer"]["momentum"] == 0.9 and not readme["optimizer"]["nesterov"]

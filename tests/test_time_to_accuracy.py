@@ -37,6 +37,7 @@ def test_each_seed_is_timed_and_its_accuracy_read_back(tmp_path: Path):
     assert "mean over 1 seeds" in result.stdout
 
 
+@pytest.mark.slow
 def test_a_failing_training_stops_with_its_log_named(tmp_path: Path):
     args = [sys.executable, str(SCRIPT), "--seeds", "0", "--out", str(tmp_path), "--", "model.norm=xyz"]
     result = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=tmp_path)

@@ -36,11 +36,23 @@ def bench(tmp_path, *overrides):
 
 
 def test_bench_prints_measured_ratios(tmp_path):
+    """With a teacher (the shipped default model, wider than this student) it also times the
+    teacher's forward pass, the cost distillation adds to each step."""
+    teacher = next((ROOT / "results" / "default").glob("model_*.ckpt"))
     lines, figures = bench(
-        tmp_path, "bench.batches=3", "bench.warmup=1", "bench.eval_batches=2", "data.eval_batch_size=64"
+        tmp_path,
+        "bench.batches=3",
+        "bench.warmup=1",
+        "bench.eval_batches=2",
+        "data.eval_batch_size=64",
+        f"module.teacher={teacher}",
     )
     for key in ["data_img_s", "bare_img_s", "fit_img_s", "eval_img_s", "peak_memory_mb", "epoch_s_estimate"]:
         assert figures[key] > 0, key
+    assert figures["teacher_img_s"] > 0
+    share = figures["bare_img_s"] / figures["teacher_img_s"]
+    (line,) = [line for line in lines if line.strip().startswith("teacher forward")]
+    assert f"{figures['teacher_img_s']:,.0f} img/s" in line and f"{share:.2f} of a bare step's time" in line
     assert figures["fit_over_bare"] == pytest.approx(figures["fit_img_s"] / figures["bare_img_s"], rel=1e-2)
     assert figures["data_over_bare"] == pytest.approx(figures["data_img_s"] / figures["bare_img_s"], rel=1e-2)
     assert figures["batch_size"] == 16 and figures["gradcam_figure_s"] > 0
@@ -60,7 +72,7 @@ def test_bench_times_whole_epochs_on_request(tmp_path):
         "data.eval_batch_size=32",
     )
     assert len(figures["epoch_s_measured"]) == 2 and min(figures["epoch_s_measured"]) > 0
-    assert figures["epoch_images"] == [160, 64]
+    assert figures["epoch_images"] == [160, 64] and figures["teacher_img_s"] is None
     assert "measured epochs (real fit, 160 train + 64 validation images each)" in "\n".join(lines)
     # The run folder holds the epoch table the measured fit wrote: 2 epochs of 10 batches each.
     rows = (tmp_path / "epochs.csv").read_text().strip().splitlines()

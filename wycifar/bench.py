@@ -169,21 +169,26 @@ def measure_epochs(cfg: DictConfig, datamodule: CIFAR10DataModule, epochs: int) 
     return timer.epoch_s
 
 
-def bench_eval(module, loader, device: torch.device, precision: str, batches: int) -> float:
-    net = module.net.to(device).eval()
-    model = module.compiled(net) if module.hparams.compile else net
+def bench_forward(model, batches, device: torch.device, precision: str, count: int) -> float:
+    """Images per second of `model`'s forward passes without gradients, from the second batch on."""
     seen, start = 0, 0.0
     with torch.inference_mode(), autocast(device, precision):
-        for index, (x, _) in enumerate(loader):
+        for index, (x, _) in enumerate(batches):
             if index == 1:
                 sync(device)
                 start, seen = time.perf_counter(), 0
             model(x)
             seen += len(x)
-            if index >= batches:
+            if index >= count:
                 break
     sync(device)
     return seen / (time.perf_counter() - start)
+
+
+def bench_eval(module, loader, device: torch.device, precision: str, batches: int) -> float:
+    net = module.net.to(device).eval()
+    model = module.compiled(net) if module.hparams.compile else net
+    return bench_forward(model, loader, device, precision, batches)
 
 
 def time_gradcam(trainer, module, callbacks) -> float | None:
@@ -239,6 +244,11 @@ def run_bench(cfg: DictConfig) -> dict:
     batch_list = [b for _, b in zip(range(bench.warmup + bench.batches), full)]
     bare_rate = bench_bare_loop(module, batch_list, bench.warmup, device, precision)
     eval_rate = bench_eval(module, datamodule.test_dataloader(), device, precision, bench.eval_batches)
+    # module.teacher: its forward pass on each training batch, as the fit runs it (not compiled)
+    teacher_rate = None
+    if module.teacher_net is not None:
+        teacher = module.teacher_net.to(device)
+        teacher_rate = bench_forward(teacher, batch_list, device, precision, len(batch_list) - 1)
     epoch_s = 50_000 / fit_rate + 10_000 / eval_rate
     measured = measure_epochs(cfg, datamodule, int(bench.epochs)) if bench.get("epochs") else []
     return {
@@ -255,6 +265,7 @@ def run_bench(cfg: DictConfig) -> dict:
         "bare_img_s": round(bare_rate, 1),
         "fit_img_s": round(fit_rate, 1),
         "eval_img_s": round(eval_rate, 1),
+        "teacher_img_s": None if teacher_rate is None else round(teacher_rate, 1),
         "epoch_end_callbacks_s": round(timer.epoch_end_s, 3),
         "gradcam_figure_s": None if gradcam_s is None else round(gradcam_s, 3),
         "fit_over_bare": round(fit_rate / bare_rate, 3),
@@ -276,6 +287,13 @@ def report(result: dict) -> str:
         f"epoch-end reports {result['epoch_end_callbacks_s']:.2f} s once per epoch)",
         f"    evaluation           {result['eval_img_s']:>10,.0f} img/s",
         f"    one GradCAM figure   {result['gradcam_figure_s'] or 0:>10.2f} s",
+    ]
+    if result["teacher_img_s"]:
+        lines.append(
+            f"    teacher forward      {result['teacher_img_s']:>10,.0f} img/s   (module.teacher, once per training "
+            f"step: {result['bare_img_s'] / result['teacher_img_s']:.2f} of a bare step's time)"
+        )
+    lines += [
         f"(c)/(b) = {result['fit_over_bare']:.3f}   (the fit's speed against the bare loop's)",
         f"(a)/(b) = {result['data_over_bare']:.1f}    (how much faster the data comes than it is used)",
         f"estimated epoch (50,000 train + 10,000 test): {result['epoch_s_estimate']:.1f} s",

@@ -73,6 +73,11 @@ class WyCifarModule(L.LightningModule):
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
 
+    @property
+    def teacher_net(self) -> torch.nn.Module | None:
+        """The frozen network of `module.teacher`, if any."""
+        return self._teacher[0] if self._teacher else None
+
     def compiled(self, net: torch.nn.Module) -> torch.nn.Module:
         return torch.compile(net, mode=self.hparams.compile_mode)
 

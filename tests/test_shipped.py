@@ -17,7 +17,7 @@ from wycifar.predict import SHIPPED
 
 RESULTS = ROOT / "results"
 
-RECIPES = ["default", "reference", "reference_readme"]
+RECIPES = ["default", "reference", "reference_readme", "speedrun"]
 SHIPPED_CKPTS = sorted(RESULTS.glob("*/model_*.ckpt"))
 SEED_MODELS = sorted(RESULTS.glob("*/seeds/seed*_model_*.onnx"))
 SEED_MODEL = re.compile(r"seed(\d+)_model_(\d+)_(\d\.\d+)\.onnx$")

@@ -79,6 +79,7 @@ def test_optuna_sweep_of_two_trials(tmp_path: Path, tiny_data: Path):
     assert any("optimizer.lr=" in r["overrides"] for r in rows)
 
 
+@pytest.mark.slow  # the launcher of the slurm extra: kept out of the default suite for its time
 def test_submitit_local_launcher(tmp_path: Path, tiny_data: Path):
     root, rows = run_sweep(tmp_path, tiny_data, "-m", "hydra/launcher=local", "model.norm=bn,gn")
     assert (root / ".submitit").is_dir()

@@ -99,9 +99,9 @@ class WyCifarModule(L.LightningModule):
         logits = self(x)
         per_image_loss = self._loss(logits, y, reduction="none")
         loss = per_image_loss.mean()
-        if self._teacher:
+        if self.teacher_net is not None:
             with torch.no_grad():
-                teacher_logits = self._teacher[0](x)
+                teacher_logits = self.teacher_net(x)
             weight = self.hparams.distill_weight
             loss = (1 - weight) * loss + weight * soft_target_loss(
                 logits, teacher_logits, self.hparams.distill_temperature
@@ -154,7 +154,7 @@ class WyCifarModule(L.LightningModule):
         self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
         self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
         if self.hparams.tta != "none":
-            self.test_acc_tta(tta_probs(self, x, self.hparams.tta), y)
+            self.test_acc_tta(tta_probs(self, x, logits, self.hparams.tta), y)
             self.log("test/acc_tta", self.test_acc_tta, on_step=False, on_epoch=True)
         return {"probs": logits.detach().float().softmax(1), "target": y}
 

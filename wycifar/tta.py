@@ -33,5 +33,10 @@ def views(x: torch.Tensor, mode: str) -> list[tuple[torch.Tensor, float]]:
     return [(x, 0.25), (mirrored, 0.25)] + [(view, 0.125) for view in shifted]
 
 
-def tta_probs(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, mode: str) -> torch.Tensor:
-    return sum(weight * forward(view).float().softmax(1) for view, weight in views(x, mode))
+def tta_probs(
+    forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, logits: torch.Tensor, mode: str
+) -> torch.Tensor:
+    """The weighted mean of the views' class probabilities. `logits` are forward(x), which the
+    caller has computed already: only the other views run the network."""
+    (_, weight), *others = views(x, mode)
+    return weight * logits.float().softmax(1) + sum(w * forward(view).float().softmax(1) for view, w in others)

@@ -13,10 +13,13 @@ from wycifar.models.blocks import (
     ACTIVATIONS,
     CONV_TYPES,
     DOWNSAMPLING,
+    INITS,
     NORMS,
     SKIP_SUBSAMPLING,
     WyBlock,
     WyResidual,
+    dirac_init_,
+    is_depthwise,
     make_norm,
     skip_projection,
 )
@@ -48,6 +51,7 @@ def check_net_config(cfg: dict) -> None:
         ("downsample", DOWNSAMPLING),
         ("skip_subsample", SKIP_SUBSAMPLING),
         ("activation", tuple(ACTIVATIONS)),
+        ("init", INITS),
     ):
         check_choice(f"model.{key}", cfg[key], allowed)
     for key in ("num_blocks", "units_per_block", "base_width", "num_classes", "image_size", "in_channels", "gn_groups"):
@@ -79,6 +83,7 @@ class WyCifarNet(nn.Module):
         image_size: int = 32,
         in_channels: int = 3,
         gn_groups: int = 8,
+        init: str = "default",
     ) -> None:
         super().__init__()
         check_net_config(locals())
@@ -99,6 +104,21 @@ class WyCifarNet(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Conv2d(channels, num_classes, kernel_size=1, bias=True)
+        if init == "dirac":
+            self._dirac_init()
+
+    def _dirac_init(self) -> None:
+        """Identity initialisation of the undilated depthwise filters and of the pointwise convs
+        that follow a depthwise one (a dilated filter's centre tap would crop the map, not pass
+        it through)."""
+        for unit in (u for block in self.blocks for u in block.units):
+            for conv in (unit.conv1, unit.conv2):
+                depthwise = conv.layers[0]
+                if not is_depthwise(depthwise) or max(depthwise.dilation) > 1:
+                    continue
+                dirac_init_(depthwise)
+                if len(conv.layers) > 1:
+                    dirac_init_(conv.layers[1])
 
     def _make_block(self, in_channels: int, width: int, units: int, size: int, halve: bool) -> WyBlock:
         stride, dilation, padding = 1, 1, 1

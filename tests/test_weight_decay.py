@@ -1,7 +1,6 @@
 from pathlib import Path
 
 import pytest
-
 import torch
 from conftest import compose_train
 from hydra.utils import instantiate
@@ -59,9 +58,7 @@ def test_norm_bias_lr_scale_speeds_up_exactly_the_norm_biases(tmp_path: Path):
         p.grad = torch.ones_like(p)
     optimizer.step()
     scheduler.step()
-    norm_biases = {
-        f"{name}.bias" for name, m in module.net.named_modules() if isinstance(m, torch.nn.BatchNorm2d)
-    }
+    norm_biases = {f"{name}.bias" for name, m in module.net.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
     assert len(norm_biases) == 15  # two in each of six units, one on each of three skips
     steps = {name: (before[name] - p.detach()).abs().max().item() for name, p in module.net.named_parameters()}
     plain = steps["classifier.bias"]

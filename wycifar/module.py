@@ -11,12 +11,16 @@ from hydra.utils import instantiate
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from wycifar.data.loader import normalize_uint8
 from wycifar.distill import load_teacher, soft_target_loss
 from wycifar.errors import DivergenceError, check_choice, check_number
 from wycifar.models import WyCifarNet
+from wycifar.models.whitening import whiten_first_layer_
 from wycifar.tta import TTA_MODES, tta_probs
 
 INTERVALS = ("epoch", "step")
+# training images whose patches set the first layer's whitening filters
+WHITENING_IMAGES = 5000
 DIVERGENCE_CHECK_EVERY = 25
 # torch.compile's modes; reduce-overhead replays CUDA graphs on a GPU.
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -36,6 +40,7 @@ class WyCifarModule(L.LightningModule):
         label_smoothing: float = 0.0,
         decay_norm_and_bias: bool = True,
         norm_bias_lr_scale: float = 1.0,
+        whiten_first_layer: bool = False,
         tta: str = "none",
         teacher: str | None = None,
         distill_temperature: float = 4.0,
@@ -124,6 +129,15 @@ class WyCifarModule(L.LightningModule):
         if self.hparams.l1_lambda:
             loss = loss + self.hparams.l1_lambda * self.l1_penalty()
         return loss
+
+    def setup(self, stage: str) -> None:
+        # Before a resumed run's weights are restored, so resuming keeps them.
+        if stage == "fit" and self.hparams.whiten_first_layer:
+            datamodule = self.trainer.datamodule
+            # evenly spaced: an image folder is loaded class by class
+            all_images = datamodule.train_data.images
+            images = all_images[:: max(1, len(all_images) // WHITENING_IMAGES)][:WHITENING_IMAGES]
+            whiten_first_layer_(self.net.first_depthwise, normalize_uint8(images, datamodule.mean, datamodule.std))
 
     def on_fit_start(self) -> None:
         for teacher in self._teacher:

@@ -143,6 +143,11 @@ class WyCifarNet(nn.Module):
         return self.classifier(self.pool(x)).flatten(1)
 
     @property
+    def first_depthwise(self) -> nn.Conv2d:
+        """The first layer: the depthwise conv of the first unit."""
+        return self.blocks[0].units[0].conv1.layers[0]
+
+    @property
     def gradcam_layer(self) -> nn.Module:
         """The layer GradCAM looks at: the last block (its output is after the final activation)."""
         return self.blocks[-1]

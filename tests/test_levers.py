@@ -1,4 +1,4 @@
-"""Levers of the training recipe: patch-whitening initialisation."""
+"""Levers of the training recipe: patch-whitening initialisation, BatchNorm momentum."""
 
 from pathlib import Path
 
@@ -10,6 +10,7 @@ from conftest import TINY, compose_train, make_image_folder
 from wycifar.data import CIFAR10DataModule
 from wycifar.data.loader import normalize_uint8
 from wycifar.errors import ConfigError
+from wycifar.models import WyCifarNet
 from wycifar.models.whitening import channel_zca_filters
 from wycifar.train import train
 
@@ -49,3 +50,11 @@ def test_whitening_needs_a_depthwise_first_layer(tmp_path: Path):
     with pytest.raises(ConfigError, match=r"module.whiten_first_layer=true needs an undilated square depthwise"):
         train(cfg)
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_bn_momentum_reaches_every_batchnorm():
+    net = WyCifarNet(bn_momentum=0.4)
+    momenta = {m.momentum for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert momenta == {0.4}
+    with pytest.raises(ConfigError, match=r"model.bn_momentum=0 is not allowed"):
+        WyCifarNet(bn_momentum=0)

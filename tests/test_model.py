@@ -187,21 +187,9 @@ def test_activation_knob_swaps_every_activation_and_keeps_the_parameters(activat
         torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=1e-12)
 
 
-def test_dirac_init_makes_undilated_separable_convs_pass_their_input_through():
-    net = WyCifarNet(init="dirac", base_width=8, dropout=0.0).eval()
-    unit = net.blocks[0].units[1]  # 8 -> 8, undilated
-    x = torch.randn(2, 8, 32, 32)
-    assert torch.allclose(unit.conv1(x), x) and torch.allclose(unit.conv2(x), x)
-    widening = net.blocks[0].units[0].conv1  # 3 -> 8: the first 3 channels pass through
-    image = torch.randn(2, 3, 32, 32)
-    assert torch.allclose(widening(image)[:, :3], image)
-    dilated = net.blocks[1].units[0].conv1.layers[0]  # left random: its centre tap would crop
-    reference = WyCifarNet(base_width=8, dropout=0.0).blocks[1].units[0].conv1.layers[0]
-    assert dilated.weight.abs().sum() > 0 and dilated.weight.shape == reference.weight.shape
-    assert not torch.equal(dilated.weight[:, :, 1, 1], torch.ones_like(dilated.weight[:, :, 1, 1]))
-    assert sum(p.numel() for p in WyCifarNet(init="dirac").parameters()) == 95_653
-
-
-def test_unknown_init_is_one_clear_error():
-    with pytest.raises(ConfigError, match=r"model.init='orthogonal' is not allowed"):
-        WyCifarNet(init="orthogonal")
+def test_bn_momentum_reaches_every_batchnorm():
+    net = WyCifarNet(bn_momentum=0.4)
+    momenta = {m.momentum for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert momenta == {0.4}
+    with pytest.raises(ConfigError, match=r"model.bn_momentum=0 is not allowed"):
+        WyCifarNet(bn_momentum=0)

@@ -1,12 +1,10 @@
 from pathlib import Path
 
-import pytest
 import torch
 from conftest import compose_train
 from hydra.utils import instantiate
 
 from wycifar.builders import build_module
-from wycifar.errors import ConfigError
 from wycifar.models.blocks import is_depthwise
 
 
@@ -45,31 +43,3 @@ def test_adamw_decouples_decay_and_keeps_the_same_exemptions(tmp_path: Path):
     net, decayed = decay_after_one_step(tmp_path, ["optimizer=adamw"])
     for name, shrank in decayed.items():
         assert shrank == (net.get_parameter(name).ndim > 1), name
-
-
-def test_norm_bias_lr_scale_speeds_up_exactly_the_norm_biases(tmp_path: Path):
-    cfg = compose_train(tmp_path, ["module.norm_bias_lr_scale=8", "optimizer.weight_decay=0"])
-    module = build_module(cfg)
-    optimizer = instantiate(module.hparams.optimizer, _convert_="all")(module.parameter_groups())
-    schedule = {k: v for k, v in module.hparams.scheduler.items() if k != "interval"}
-    scheduler = instantiate(schedule, _convert_="all")(optimizer, steps_per_epoch=10, total_steps=240)
-    before = {name: p.detach().clone() for name, p in module.net.named_parameters()}
-    for p in module.parameters():
-        p.grad = torch.ones_like(p)
-    optimizer.step()
-    scheduler.step()
-    norm_biases = {f"{name}.bias" for name, m in module.net.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
-    assert len(norm_biases) == 15  # two in each of six units, one on each of three skips
-    steps = {name: (before[name] - p.detach()).abs().max().item() for name, p in module.net.named_parameters()}
-    plain = steps["classifier.bias"]
-    assert plain > 0
-    for name, step in steps.items():
-        expected = 8 * plain if name in norm_biases else plain
-        assert abs(step - expected) < 1e-6 * expected, name
-    lrs = [group["lr"] for group in optimizer.param_groups]
-    assert max(lrs) == 8 * min(lrs)  # the schedule keeps the ratio
-
-
-def test_norm_bias_lr_scale_must_be_positive(tmp_path: Path):
-    with pytest.raises(ConfigError, match=r"module.norm_bias_lr_scale=0"):
-        build_module(compose_train(tmp_path, ["module.norm_bias_lr_scale=0"]))

@@ -11,16 +11,12 @@ from hydra.utils import instantiate
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from wycifar.data.loader import normalize_uint8
 from wycifar.distill import load_teacher, soft_target_loss
 from wycifar.errors import DivergenceError, check_choice, check_number
 from wycifar.models import WyCifarNet
-from wycifar.models.whitening import whiten_first_layer_
 from wycifar.tta import TTA_MODES, tta_probs
 
 INTERVALS = ("epoch", "step")
-# training images whose patches set the first layer's whitening filters
-WHITENING_IMAGES = 5000
 DIVERGENCE_CHECK_EVERY = 25
 # torch.compile's modes; reduce-overhead replays CUDA graphs on a GPU.
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -39,8 +35,6 @@ class WyCifarModule(L.LightningModule):
         l1_lambda: float = 0.0,
         label_smoothing: float = 0.0,
         decay_norm_and_bias: bool = True,
-        norm_bias_lr_scale: float = 1.0,
-        whiten_first_layer: bool = False,
         tta: str = "none",
         teacher: str | None = None,
         distill_temperature: float = 4.0,
@@ -53,7 +47,6 @@ class WyCifarModule(L.LightningModule):
         self.save_hyperparameters(logger=False)
         check_number("module.label_smoothing", label_smoothing, minimum=0, maximum=1, exclusive_max=True)
         check_number("module.l1_lambda", l1_lambda, minimum=0)
-        check_number("module.norm_bias_lr_scale", norm_bias_lr_scale, minimum=0, inclusive=False)
         check_choice("module.compile_mode", compile_mode, COMPILE_MODES)
         check_choice("module.tta", tta, TTA_MODES)
         check_number("module.distill_temperature", distill_temperature, minimum=0, inclusive=False)
@@ -130,15 +123,6 @@ class WyCifarModule(L.LightningModule):
             loss = loss + self.hparams.l1_lambda * self.l1_penalty()
         return loss
 
-    def setup(self, stage: str) -> None:
-        # Before a resumed run's weights are restored, so resuming keeps them.
-        if stage == "fit" and self.hparams.whiten_first_layer:
-            datamodule = self.trainer.datamodule
-            # evenly spaced: an image folder is loaded class by class
-            all_images = datamodule.train_data.images
-            images = all_images[:: max(1, len(all_images) // WHITENING_IMAGES)][:WHITENING_IMAGES]
-            whiten_first_layer_(self.net.first_depthwise, normalize_uint8(images, datamodule.mean, datamodule.std))
-
     def on_fit_start(self) -> None:
         for teacher in self._teacher:
             teacher.to(self.device)
@@ -196,33 +180,16 @@ class WyCifarModule(L.LightningModule):
         if "torch_rng_state" in checkpoint and fitting:
             torch.set_rng_state(checkpoint["torch_rng_state"])
 
-    def norm_biases(self) -> list[torch.nn.Parameter]:
-        """The shifts of the network's norm layers."""
-        norms = (torch.nn.BatchNorm2d, torch.nn.GroupNorm)
-        return [m.bias for m in self.net.modules() if isinstance(m, norms) and m.bias is not None]
-
     def parameter_groups(self) -> list[dict]:
         """With `decay_norm_and_bias` off, weight decay on conv weights only: decaying norm scales
-        and biases only shrinks the activations. The norm biases' LR is `norm_bias_lr_scale` times
-        the others' (their weight decay divided by it, so that the decay per step is unchanged)."""
+        and biases only shrinks the activations."""
         trainable = [p for p in self.parameters() if p.requires_grad]
-        scale = self.hparams.norm_bias_lr_scale
-        norm_biases = {id(p) for p in self.norm_biases()} if scale != 1 else set()
-        rest = [p for p in trainable if id(p) not in norm_biases]
-        decay = self.hparams.optimizer.get("weight_decay", 0.0)
         if self.hparams.decay_norm_and_bias:
-            groups = [{"params": rest}]
-        else:
-            groups = [
-                {"params": [p for p in rest if p.ndim > 1]},
-                {"params": [p for p in rest if p.ndim <= 1], "weight_decay": 0.0},
-            ]
-            decay = 0.0
-        if norm_biases:
-            lr = self.hparams.optimizer["lr"] * scale
-            biases = [p for p in trainable if id(p) in norm_biases]
-            groups.append({"params": biases, "lr": lr, "weight_decay": decay / scale})
-        return [group for group in groups if group["params"]]
+            return [{"params": trainable}]
+        return [
+            {"params": [p for p in trainable if p.ndim > 1]},
+            {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0},
+        ]
 
     def configure_optimizers(self) -> dict:
         optimizer = instantiate(self.hparams.optimizer, _convert_="all")(self.parameter_groups())

@@ -18,7 +18,6 @@ NORMS = ("bn", "gn", "ln")
 CONV_TYPES = ("vanilla", "depthwise", "depthwise_separable")
 DOWNSAMPLING = ("dilated", "strided")
 SKIP_SUBSAMPLING = ("stride", "avg")
-INITS = ("default", "dirac")
 
 
 # Module-level functions, not lambdas, so that a network stays picklable (ddp_spawn, deepcopy).
@@ -48,20 +47,6 @@ def make_norm(kind: str, channels: int, gn_groups: int = 8, bn_momentum: float =
 def is_depthwise(module: nn.Module) -> bool:
     """A convolution with one filter group per input channel."""
     return isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels
-
-
-def dirac_init_(conv: nn.Conv2d) -> None:
-    """Identity ("dirac") initialisation: each output channel passes its input channel through,
-    for the first min(in, out) output channels (the rest keep their random initialisation)."""
-    weight = conv.weight
-    per_group_in = weight.shape[1]
-    with torch.no_grad():
-        if conv.groups > 1:
-            # depthwise: one filter per channel, the centre tap passes it through
-            weight.zero_()
-            weight[:, :, weight.shape[2] // 2, weight.shape[3] // 2] = 1.0
-        else:
-            nn.init.dirac_(weight[: min(weight.shape[0], per_group_in)])
 
 
 class WyConv2d(nn.Module):

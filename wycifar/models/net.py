@@ -13,13 +13,10 @@ from wycifar.models.blocks import (
     ACTIVATIONS,
     CONV_TYPES,
     DOWNSAMPLING,
-    INITS,
     NORMS,
     SKIP_SUBSAMPLING,
     WyBlock,
     WyResidual,
-    dirac_init_,
-    is_depthwise,
     make_norm,
     skip_projection,
 )
@@ -51,7 +48,6 @@ def check_net_config(cfg: dict) -> None:
         ("downsample", DOWNSAMPLING),
         ("skip_subsample", SKIP_SUBSAMPLING),
         ("activation", tuple(ACTIVATIONS)),
-        ("init", INITS),
     ):
         check_choice(f"model.{key}", cfg[key], allowed)
     for key in ("num_blocks", "units_per_block", "base_width", "num_classes", "image_size", "in_channels", "gn_groups"):
@@ -84,7 +80,6 @@ class WyCifarNet(nn.Module):
         image_size: int = 32,
         in_channels: int = 3,
         gn_groups: int = 8,
-        init: str = "default",
         bn_momentum: float = 0.1,
     ) -> None:
         super().__init__()
@@ -106,21 +101,6 @@ class WyCifarNet(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Conv2d(channels, num_classes, kernel_size=1, bias=True)
-        if init == "dirac":
-            self._dirac_init()
-
-    def _dirac_init(self) -> None:
-        """Identity initialisation of the undilated depthwise filters and of the pointwise convs
-        that follow a depthwise one (a dilated filter's centre tap would crop the map, not pass
-        it through)."""
-        for unit in (u for block in self.blocks for u in block.units):
-            for conv in (unit.conv1, unit.conv2):
-                depthwise = conv.layers[0]
-                if not is_depthwise(depthwise) or max(depthwise.dilation) > 1:
-                    continue
-                dirac_init_(depthwise)
-                if len(conv.layers) > 1:
-                    dirac_init_(conv.layers[1])
 
     def _make_block(self, in_channels: int, width: int, units: int, size: int, halve: bool) -> WyBlock:
         stride, dilation, padding = 1, 1, 1
@@ -143,11 +123,6 @@ class WyCifarNet(nn.Module):
             if index == self.dropout_after and self.dropout:
                 x = F.dropout(x, self.dropout, self.training)
         return self.classifier(self.pool(x)).flatten(1)
-
-    @property
-    def first_depthwise(self) -> nn.Conv2d:
-        """The first layer: the depthwise conv of the first unit."""
-        return self.blocks[0].units[0].conv1.layers[0]
 
     @property
     def gradcam_layer(self) -> nn.Module:

@@ -185,11 +185,3 @@ def test_activation_knob_swaps_every_activation_and_keeps_the_parameters(activat
     F.cross_entropy(reference(x), target).backward()
     for p, q in zip(net.parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=1e-12)
-
-
-def test_bn_momentum_reaches_every_batchnorm():
-    net = WyCifarNet(bn_momentum=0.4)
-    momenta = {m.momentum for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)}
-    assert momenta == {0.4}
-    with pytest.raises(ConfigError, match=r"model.bn_momentum=0 is not allowed"):
-        WyCifarNet(bn_momentum=0)

@@ -34,11 +34,10 @@ def _gelu(x: torch.Tensor) -> torch.Tensor:
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"relu": _relu, "gelu": _gelu}
 
 
-def make_norm(kind: str, channels: int, gn_groups: int = 8, bn_momentum: float = 0.1) -> nn.Module:
-    """bn: BatchNorm (running statistics updated with `bn_momentum`, torch's convention);
-    gn: GroupNorm with up to `gn_groups` groups; ln: one group over C, H, W."""
+def make_norm(kind: str, channels: int, gn_groups: int = 8) -> nn.Module:
+    """bn: BatchNorm; gn: GroupNorm with up to `gn_groups` groups; ln: one group over C, H, W."""
     if kind == "bn":
-        return nn.BatchNorm2d(channels, momentum=bn_momentum)
+        return nn.BatchNorm2d(channels)
     if kind == "gn":
         return nn.GroupNorm(math.gcd(gn_groups, channels), channels)
     return nn.GroupNorm(1, channels)

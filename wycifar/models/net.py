@@ -53,7 +53,6 @@ def check_net_config(cfg: dict) -> None:
     for key in ("num_blocks", "units_per_block", "base_width", "num_classes", "image_size", "in_channels", "gn_groups"):
         check_whole_number(f"model.{key}", cfg[key])
     check_number("model.dropout", cfg["dropout"], minimum=0, maximum=1, exclusive_max=True)
-    check_number("model.bn_momentum", cfg["bn_momentum"], minimum=0, maximum=1, inclusive=False)
     if not isinstance(cfg["skip_1x1"], bool):
         raise ConfigError(f"model.skip_1x1={cfg['skip_1x1']!r} is not allowed; it must be true or false")
 
@@ -80,13 +79,12 @@ class WyCifarNet(nn.Module):
         image_size: int = 32,
         in_channels: int = 3,
         gn_groups: int = 8,
-        bn_momentum: float = 0.1,
     ) -> None:
         super().__init__()
         check_net_config(locals())
         self.conv, self.downsample, self.skip_1x1 = conv, downsample, skip_1x1
         self.avg_skip = skip_subsample == "avg"
-        self.norm_layer = partial(make_norm, norm, gn_groups=gn_groups, bn_momentum=bn_momentum)
+        self.norm_layer = partial(make_norm, norm, gn_groups=gn_groups)
         self.activation = ACTIVATIONS[activation]
         self.dropout = float(dropout)
         # after block 2, where this family of models puts it (after the last block if fewer)

@@ -60,6 +60,7 @@ def test_bench_prints_measured_ratios(tmp_path):
     assert "(c)/(b) =" in text and "(a)/(b) =" in text and "peak memory" in text
 
 
+@pytest.mark.slow  # a whole fit in a fresh process, ~12 s on 2 cores
 def test_bench_times_whole_epochs_on_request(tmp_path):
     lines, figures = bench(
         tmp_path,
@@ -81,6 +82,7 @@ def test_bench_times_whole_epochs_on_request(tmp_path):
     assert all("nan" not in row for row in rows[1:]), rows
 
 
+@pytest.mark.slow  # ~10 s on 2 cores
 def test_bench_runs_past_one_epoch_and_rejects_too_few_batches(tmp_path):
     # 64 images make 4 full batches of 16: (a) and (b) cycle the loader for their 6 batches.
     _, figures = bench(

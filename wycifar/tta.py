@@ -22,7 +22,8 @@ def translate(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
 
 
 def views(x: torch.Tensor, mode: str) -> list[tuple[torch.Tensor, float]]:
-    """(view, weight) pairs; the weights sum to 1."""
+    """(view, weight) pairs; the weights sum to 1. The first view is x itself (tta_probs takes its
+    logits from the caller)."""
     if mode == "none":
         return [(x, 1.0)]
     mirrored = x.flip(3)

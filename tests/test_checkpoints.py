@@ -76,6 +76,14 @@ def test_a_damaged_file_is_one_line_wherever_it_is_read(tmp_path: Path, files, c
     assert not MARKER.exists()  # no code ran, anywhere
 
 
+@pytest.mark.parametrize("empty", ["ckpt_path=", "ckpt_path=null"])
+def test_evaluating_without_a_checkpoint_is_one_line(tmp_path: Path, files, capsys, empty: str):
+    evaluation = compose_train(tmp_path, [empty, f"data.root={files['data']}"], "eval")
+    err = one_line_exit_2(capsys, lambda: evaluate(evaluation))
+    assert "ckpt_path is empty; give the path of a .ckpt file" in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_another_network_shape_says_which_tensors_differ(tmp_path: Path, files, capsys):
     resume = compose_train(tmp_path, [*TINY, f"data.root={files['data']}", f"ckpt_path={files['wide']}"])
     err = one_line_exit_2(capsys, lambda: train(resume))

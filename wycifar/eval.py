@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from wycifar.builders import build_callbacks, build_loggers, build_trainer, instantiate_checked, resolve_ckpt_path
 from wycifar.checkpoints import load_module
 from wycifar.cli import CONFIGS, run_cli, run_command
-from wycifar.errors import check_choice
+from wycifar.errors import ConfigError, check_choice
 from wycifar.process import configure_process
 from wycifar.train import accuracy_line
 from wycifar.tta import TTA_MODES
@@ -23,6 +23,10 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict]:
     configure_process(cfg.get("threads"), cfg.get("keep_freed_memory", True))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.log_dir)
+    if ckpt_path is None:
+        raise ConfigError(
+            "ckpt_path is empty; give the path of a .ckpt file written by wycifar.train (or ckpt_path=last)"
+        )
     if cfg.get("tta") is not None:
         check_choice("tta", cfg.tta, TTA_MODES)
     module = load_module(ckpt_path, tta=cfg.get("tta"))

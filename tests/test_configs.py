@@ -96,9 +96,11 @@ def test_the_defaults_are_the_most_accurate_recipe(tmp_path: Path):
 
 
 def test_speedrun_is_the_default_recipe_at_batch_512(tmp_path: Path):
-    """The runs in results/speedrun: `data.batch_size=512 optimizer.lr=0.8 optimizer.weight_decay=5e-4`."""
+    """The runs in results/speedrun: `data.batch_size=512 optimizer.lr=0.8 optimizer.weight_decay=5e-4
+    trainer.max_epochs=30`, the default schedule stretched to 30 epochs."""
     speedrun, default = recipe(tmp_path, ["experiment=speedrun"]), recipe(tmp_path, [])
-    assert speedrun == recipe(tmp_path, ["data.batch_size=512", "optimizer.lr=0.8", "optimizer.weight_decay=5e-4"])
+    batch_512 = ["data.batch_size=512", "optimizer.lr=0.8", "optimizer.weight_decay=5e-4", "trainer.max_epochs=30"]
+    assert speedrun == recipe(tmp_path, batch_512)
     assert speedrun["model"] == default["model"] and speedrun["scheduler"] == default["scheduler"]
 
 

@@ -35,8 +35,6 @@ class WyCifarModule(L.LightningModule):
         l1_lambda: float = 0.0,
         label_smoothing: float = 0.0,
         decay_norm_and_bias: bool = True,
-        norm_bias_lr_scale: float = 1.0,
-        freeze_norm_scales: bool = False,
         tta: str = "none",
         teacher: str | None = None,
         distill_temperature: float = 4.0,
@@ -49,7 +47,6 @@ class WyCifarModule(L.LightningModule):
         self.save_hyperparameters(logger=False)
         check_number("module.label_smoothing", label_smoothing, minimum=0, maximum=1, exclusive_max=True)
         check_number("module.l1_lambda", l1_lambda, minimum=0)
-        check_number("module.norm_bias_lr_scale", norm_bias_lr_scale, minimum=0, inclusive=False)
         check_choice("module.compile_mode", compile_mode, COMPILE_MODES)
         check_choice("module.tta", tta, TTA_MODES)
         check_number("module.distill_temperature", distill_temperature, minimum=0, inclusive=False)
@@ -183,37 +180,16 @@ class WyCifarModule(L.LightningModule):
         if "torch_rng_state" in checkpoint and fitting:
             torch.set_rng_state(checkpoint["torch_rng_state"])
 
-    def norm_layers(self) -> list[torch.nn.Module]:
-        """The network's norm layers that have a scale and a shift."""
-        norms = (torch.nn.BatchNorm2d, torch.nn.GroupNorm)
-        return [m for m in self.net.modules() if isinstance(m, norms) and m.bias is not None]
-
     def parameter_groups(self) -> list[dict]:
         """With `decay_norm_and_bias` off, weight decay on conv weights only: decaying norm scales
-        and biases only shrinks the activations. The norm biases' LR is `norm_bias_lr_scale` times
-        the others' (their weight decay divided by it, so that the decay per step is unchanged);
-        `freeze_norm_scales` keeps the norm scales at their initial 1."""
-        if self.hparams.freeze_norm_scales:
-            for norm in self.norm_layers():
-                norm.weight.requires_grad_(False)
+        and biases only shrinks the activations."""
         trainable = [p for p in self.parameters() if p.requires_grad]
-        scale = self.hparams.norm_bias_lr_scale
-        norm_biases = {id(m.bias) for m in self.norm_layers()} if scale != 1 else set()
-        rest = [p for p in trainable if id(p) not in norm_biases]
-        decay = self.hparams.optimizer.get("weight_decay", 0.0)
         if self.hparams.decay_norm_and_bias:
-            groups = [{"params": rest}]
-        else:
-            groups = [
-                {"params": [p for p in rest if p.ndim > 1]},
-                {"params": [p for p in rest if p.ndim <= 1], "weight_decay": 0.0},
-            ]
-            decay = 0.0
-        if norm_biases:
-            lr = self.hparams.optimizer["lr"] * scale
-            biases = [p for p in trainable if id(p) in norm_biases]
-            groups.append({"params": biases, "lr": lr, "weight_decay": decay / scale})
-        return [group for group in groups if group["params"]]
+            return [{"params": trainable}]
+        return [
+            {"params": [p for p in trainable if p.ndim > 1]},
+            {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0},
+        ]
 
     def configure_optimizers(self) -> dict:
         optimizer = instantiate(self.hparams.optimizer, _convert_="all")(self.parameter_groups())

@@ -19,8 +19,15 @@ RESULTS = ROOT / "results"
 
 RECIPES = ["default", "reference", "reference_readme", "speedrun"]
 SHIPPED_CKPTS = sorted(RESULTS.glob("*/model_*.ckpt"))
-SEED_MODELS = sorted(RESULTS.glob("*/seeds/seed*_model_*.onnx"))
+# a recipe's distilled seeds (`module.teacher`) stand apart from its plain ones, in <recipe>/distilled/
+SEED_MODELS = sorted(RESULTS.glob("*/seeds/seed*_model_*.onnx")) + sorted(
+    RESULTS.glob("*/distilled/seed*_model_*.onnx")
+)
 SEED_MODEL = re.compile(r"seed(\d+)_model_(\d+)_(\d\.\d+)\.onnx$")
+
+
+def seed_model_id(path: Path) -> str:
+    return f"{path.parent.parent.name}-{path.parent.name}-{path.name[:5]}"
 
 
 def test_every_recipe_ships_a_model_and_its_seeds():
@@ -43,7 +50,7 @@ def test_shipped_model_matches_its_onnx_twin_and_its_report(ckpt: Path):
     assert list((ckpt.parent / "seeds").glob(f"seed*_{ckpt.with_suffix('.onnx').name}"))
 
 
-@pytest.mark.parametrize("onnx_path", SEED_MODELS, ids=lambda p: f"{p.parent.parent.name}-{p.name[:5]}")
+@pytest.mark.parametrize("onnx_path", SEED_MODELS, ids=seed_model_id)
 def test_each_seed_model_is_the_best_epoch_of_its_table(onnx_path: Path, tmp_path: Path):
     seed, _, acc = SEED_MODEL.search(onnx_path.name).groups()
     with open(onnx_path.parent / f"seed{seed}.csv") as f:
@@ -70,7 +77,7 @@ def test_images() -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not REAL_CIFAR.is_dir(), reason="real CIFAR-10 not found")
-@pytest.mark.parametrize("onnx_path", SEED_MODELS, ids=lambda p: f"{p.parent.parent.name}-{p.name[:5]}")
+@pytest.mark.parametrize("onnx_path", SEED_MODELS, ids=seed_model_id)
 def test_each_seed_model_scores_its_accuracy_on_the_real_test_images(onnx_path: Path, test_images):
     """In onnxruntime, with none of wycifar's network or training code."""
     import onnxruntime as ort

@@ -25,15 +25,17 @@ def test_each_console_command_is_installed_and_answers_help(tmp_path: Path, name
 
 
 def test_configs_come_with_the_package_and_a_users_own_folder_adds_to_them(tmp_path: Path):
-    job = command("wycifar-train", "--cfg", "job", "model.activation=relu", cwd=tmp_path)
-    assert job.returncode == 0 and "activation: relu" in job.stdout and "batch_size: 64" in job.stdout
     mine = tmp_path / "my_conf" / "experiment"
     mine.mkdir(parents=True)
     (mine / "wide.yaml").write_text("# @package _global_\nmodel:\n  base_width: 48\ntask_name: wide\n")
     own = command(
-        "wycifar-train", "--config-dir", str(tmp_path / "my_conf"), "experiment=wide", "--cfg", "job", cwd=tmp_path
-    )
-    assert own.returncode == 0 and "base_width: 48" in own.stdout and "task_name: wide" in own.stdout, own.stderr
+        "wycifar-train", "--config-dir", str(tmp_path / "my_conf"), "experiment=wide", "model.activation=relu",
+        "--cfg", "job", cwd=tmp_path,
+    )  # fmt: skip
+    assert own.returncode == 0, own.stderr
+    # the package's configs (batch 64), the user's experiment and a command-line override, composed
+    for line in ("batch_size: 64", "base_width: 48", "task_name: wide", "activation: relu"):
+        assert line in own.stdout, line
     search = command("wycifar-train", "--info", "searchpath", cwd=tmp_path)
     assert search.returncode == 0 and "pkg://wycifar.conf" in search.stdout, search.stderr
 

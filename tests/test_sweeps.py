@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, TINY, compose_train, make_image_folder
 
+from wycifar.ship import main as ship_main
 from wycifar.train import train
 
 QUICK = [
@@ -122,7 +123,7 @@ def test_ddp_sim_trains_and_reports_once(tmp_path: Path):
     )
 
 
-def test_ship_copies_a_run_into_results(tmp_path: Path, tiny_data: Path):
+def test_ship_copies_a_run_into_results(tmp_path: Path, tiny_data: Path, capsys):
     result = run_train(
         f"data.root={tiny_data}",
         f"hydra.run.dir={tmp_path}/run",
@@ -130,14 +131,10 @@ def test_ship_copies_a_run_into_results(tmp_path: Path, tiny_data: Path):
         *[o for o in QUICK if o not in ("~callbacks.onnx_export", "~callbacks.gradcam")],
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    ship = subprocess.run(
-        [sys.executable, "-m", "wycifar.ship", str(tmp_path / "run"), str(tmp_path / "results" / "tiny"), "--model"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert ship.returncode == 0, ship.stderr[-2000:]
+    # `python -m wycifar.ship` is `ship_main` with the command line's arguments
+    with pytest.raises(SystemExit) as ship:
+        ship_main([str(tmp_path / "run"), str(tmp_path / "results" / "tiny"), "--model"])
+    assert ship.value.code == 0, capsys.readouterr().err[-2000:]
     shipped = tmp_path / "results" / "tiny"
     record = json.loads((tmp_path / "run" / "metrics.json").read_text())
     acc = f"{record['metrics']['test/acc']:.4f}"
@@ -150,12 +147,9 @@ def test_ship_copies_a_run_into_results(tmp_path: Path, tiny_data: Path):
     assert sorted(p.name for p in (shipped / "seeds").iterdir()) == ["seed0.csv", f"seed0_model_8005_{acc}.onnx"]
     assert (shipped / "seeds" / "seed0.csv").read_text() == (tmp_path / "run" / "epochs.csv").read_text()
     # not a run folder: one line, exit 2, nothing written
-    bad = subprocess.run(
-        [sys.executable, "-m", "wycifar.ship", str(tmp_path / "results"), str(tmp_path / "elsewhere")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "not a finished wycifar.train run" in bad.stderr
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as bad:
+        ship_main([str(tmp_path / "results"), str(tmp_path / "elsewhere")])
+    err = capsys.readouterr().err
+    assert bad.value.code == 2 and err.count("\n") == 1 and "not a finished wycifar.train run" in err
     assert not (tmp_path / "elsewhere").exists()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,43 @@ REAL_CIFAR = SHARED / "data" / "cifar10"
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 os.environ.setdefault("PYTHONHASHSEED", "0")
+
+
+def start_command(*args, module: str | None = "wycifar.train", cwd: Path = ROOT, env: dict | None = None):
+    """`python -m <module> ARGS` (or, with module=None, the command ARGS) as a user starts it, running."""
+    command = [sys.executable, "-m", module, *map(str, args)] if module else list(map(str, args))
+    return subprocess.Popen(
+        command,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=None if env is None else {**os.environ, **env},
+    )
+
+
+def finish(process: subprocess.Popen, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Wait for a started command: its exit status and what it printed."""
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def run_command(*args, module: str | None = "wycifar.train", cwd: Path = ROOT, timeout: float = 600, env=None):
+    """Run a command to its end: returns its exit status, stdout and stderr (CompletedProcess)."""
+    return finish(start_command(*args, module=module, cwd=cwd, env=env), timeout)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, fragment: str, code: int = 2) -> str:
+    """The command exited with `code` and no traceback, its last line `error: ...` holding `fragment`."""
+    assert result.returncode == code, (result.returncode, result.stderr[-1500:])
+    assert "Traceback" not in result.stderr, result.stderr[-1500:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and fragment in last, last
+    return last
 
 
 def class_image(label: int, rng: np.random.Generator, size: int = 32) -> np.ndarray:

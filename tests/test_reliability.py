@@ -1,30 +1,19 @@
 """Bad input, interruptions, divergence, reproducibility: each case as a user meets it."""
 
+import csv
 import os
 import signal
-import subprocess
-import sys
+from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, TINY, compose_train
+from conftest import ROOT, TINY, assert_one_line_error, compose_train, link_real_subset, run_command
 from lightning.pytorch.callbacks import Callback
 
 from wycifar.errors import ConfigError, DivergenceError, InterruptedRun
 from wycifar.train import train
 
-
-def cli(*args, module="wycifar.train"):
-    return subprocess.run(
-        [sys.executable, "-m", module, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
-
-
-def assert_one_line_error(result, fragment: str, code: int = 2):
-    assert result.returncode == code, (result.returncode, result.stderr[-1500:])
-    assert "Traceback" not in result.stderr, result.stderr[-1500:]
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and fragment in last, last
+cli = run_command
 
 
 BAD_SETTINGS = [
@@ -92,32 +81,92 @@ def test_unwritable_output_folder_fails_before_anything(tmp_path, tiny_data):
     assert_one_line_error(result, "is not writable")
 
 
-def test_divergence_stops_keeps_last_good_checkpoint(tmp_path, tiny_data):
+# A small LR for the first epoch, then the peak: the second epoch diverges, the first was good.
+@pytest.mark.parametrize(
+    "peak_lr,points,loss",
+    [
+        ("1e30", "[[0,1e-32],[1,1e-32],[1,1],[3,1]]", r"(nan|inf)"),
+        ("30", "[[0,1e-3],[1,1e-3],[1,1],[3,1]]", r"\d+(\.\d+)?(e\+\d+)?"),
+    ],
+    ids=["non-finite", "finite-explosion"],
+)
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_data, peak_lr, points, loss):
     cfg = compose_train(
         tmp_path,
         [
             *TINY,
             f"data.root={tiny_data}",
             "trainer.max_epochs=3",
-            "optimizer.lr=1e6",
-            "scheduler.points=[[0,5e-8],[0.5,5e-8],[1,1],[3,1]]",
+            f"optimizer.lr={peak_lr}",
+            f"scheduler.points={points}",
         ],
     )
-    with pytest.raises(DivergenceError, match="training diverged: loss is (nan|inf)"):
+    with pytest.raises(DivergenceError, match=rf"training diverged: train/loss is {loss} .* at epoch 2, step 10 \(LR"):
         train(cfg)
-    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    state = torch.load(last, weights_only=True)
-    assert state["epoch"] == 0
+    run = tmp_path / "run"
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["epoch"] == 0  # the first epoch's weights: the second never reached a checkpoint
     assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
-    result = cli(
-        "scheduler=none",
-        "optimizer.lr=1e4",
-        f"data.root={tiny_data}",
-        f"paths.log_dir={tmp_path}/cli",
-        "trainer.accelerator=cpu",
-        "model.base_width=8",
+    assert not list(run.glob("model_*.onnx")) and not (run / "report.md").exists()
+
+
+def test_an_exploding_run_exits_3_in_one_line(tmp_path, tiny_data):
+    """optimizer.lr=8 trains at a finite loss of 1e10 and more: it stops like a NaN run."""
+    result = cli("optimizer.lr=8", f"data.root={tiny_data}", f"hydra.run.dir={tmp_path}/run", *TINY)
+    last = assert_one_line_error(result, "training diverged: train/loss is", code=3)
+    assert "at epoch 2, step 10 (LR" in last and "lower optimizer.lr" in last
+    assert not list((tmp_path / "run").glob("model_*.onnx")) and not (tmp_path / "run" / "metrics.json").exists()
+
+
+RECIPES = ["default", "reference", "reference_readme", "speedrun"]
+
+
+class StopAfter(Callback):
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        trainer.should_stop = trainer.current_epoch + 1 >= self.epochs
+
+
+@pytest.mark.slow  # 15-25 s a recipe on 2 cores; the next test checks every kept run's whole table
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_the_divergence_rule_never_stops_a_shipped_recipe(tmp_path: Path, real_data: Path, recipe: str):
+    """Each recipe's first epochs on real images, at its width, batch size and schedule (stretched
+    over all its epochs as ever), through the end of its warm-up: the rule leaves them alone."""
+    data = link_real_subset(tmp_path / "data", train_per_class=52, test_per_class=2)
+    cfg = compose_train(
+        tmp_path,
+        [
+            *([] if recipe == "default" else [f"experiment={recipe}"]),
+            f"data.root={data}",
+            "trainer.accelerator=cpu",
+            "trainer.limit_val_batches=0",
+            "test=false",
+            "logger=none",
+            "callbacks=divergence",
+        ],
     )
-    assert_one_line_error(result, "training diverged", code=3)
+    epochs = 5  # every recipe peaks by its fourth epoch (the reference's schedule at 4 of 24)
+    metrics, objects = train(cfg, extra_callbacks=[StopAfter(epochs)])
+    (rule,) = [c for c in objects["trainer"].callbacks if type(c).__name__ == "DivergenceStop"]
+    assert objects["trainer"].current_epoch == epochs
+    assert metrics["train/loss"] < rule.divergence_threshold / 10
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_every_shipped_run_stayed_far_below_the_divergence_rule(recipe: str):
+    """The quantity the rule reads, the epoch's mean training loss, in every epoch of every run
+    kept under results/ (their full 24 or 30 epochs)."""
+    from wycifar.callbacks.divergence import DivergenceStop
+
+    threshold = compose_train(Path("/nonexistent")).callbacks.divergence.threshold
+    assert threshold == DivergenceStop().divergence_threshold
+    tables = sorted((ROOT / "results" / recipe).glob("**/seed*.csv"))
+    assert tables
+    for table in tables:
+        losses = [float(row["TrainLoss"]) for row in csv.DictReader(table.open())]
+        assert len(losses) >= 24 and max(losses) < threshold / 50, table
 
 
 class SignalAt(Callback):

@@ -51,14 +51,16 @@ def test_shipped_model_matches_its_onnx_twin_and_its_report(ckpt: Path):
 
 
 @pytest.mark.parametrize("onnx_path", SEED_MODELS, ids=seed_model_id)
-def test_each_seed_model_is_the_best_epoch_of_its_table(onnx_path: Path, tmp_path: Path):
+def test_each_seed_model_is_the_last_epoch_of_its_table(onnx_path: Path, tmp_path: Path):
     seed, _, acc = SEED_MODEL.search(onnx_path.name).groups()
     with open(onnx_path.parent / f"seed{seed}.csv") as f:
         rows = list(csv.DictReader(f))
     recipe = onnx_path.parent.parent.name
     cfg = compose_train(tmp_path, [] if recipe == "default" else [f"experiment={recipe}"])
     assert len(rows) == cfg.trainer.max_epochs
-    # validation is the test split: the best epoch's ValAcc is the kept model's test accuracy
+    # validation is the test split, so the last epoch is tested: its ValAcc is the model's test
+    # accuracy (and, for these runs, also the best epoch's)
+    assert float(rows[-1]["ValAcc"]) == pytest.approx(100 * float(acc), abs=0.006)
     assert max(float(r["ValAcc"]) for r in rows) == pytest.approx(100 * float(acc), abs=0.006)
 
 

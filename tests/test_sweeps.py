@@ -43,18 +43,25 @@ def run_sweep(log_dir: Path, data: Path, *overrides: str) -> tuple[Path, list[di
     return root, list(csv.DictReader((root / "summary.csv").open()))
 
 
-def test_multirun_writes_job_folders_and_a_sorted_summary_past_a_failing_job(tmp_path: Path, tiny_data: Path):
-    root, rows = run_sweep(tmp_path, tiny_data, "-m", "model.norm=gn,xyz,bn")
-    jobs = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.isdigit())
-    assert jobs == ["0", "1", "2"]
+def test_multirun_writes_job_folders_and_a_sorted_summary_past_failing_jobs(tmp_path: Path, tiny_data: Path):
+    root, rows = run_sweep(tmp_path, tiny_data, "-m", "model.norm=gn,xyz,bn", "optimizer.lr=0.1,30")
+    jobs = sorted((p.name for p in root.iterdir() if p.is_dir() and p.name.isdigit()), key=int)
+    assert jobs == [str(n) for n in range(6)]
     for job in jobs:
         assert (root / job / ".hydra" / "overrides.yaml").is_file()
-    # one bad job is recorded and the sweep goes on to the next
-    status = {r["overrides"].split()[0]: r["status"] for r in rows}
-    assert status["model.norm=xyz"].startswith("error: model.norm='xyz' is not allowed; choose one of: bn, gn, ln")
-    assert not (root / "1" / "checkpoints" / "last.ckpt").exists()
+    # a bad setting and a diverged run are each recorded, and the sweep goes on to the next job
+    status = {r["overrides"]: r["status"] for r in rows}
+    for lr in ("0.1", "30"):
+        assert status[f"model.norm=xyz optimizer.lr={lr}"].startswith(
+            "error: model.norm='xyz' is not allowed; choose one of: bn, gn, ln"
+        )
+    for norm in ("gn", "bn"):
+        assert status[f"model.norm={norm} optimizer.lr=30"] == "diverged"
+    diverged = [json.loads(f.read_text()) for f in root.glob("*/metrics.json")]
+    diverged = [r for r in diverged if r["status"] == "diverged"]
+    assert len(diverged) == 2 and all(r["error"].startswith("training diverged: train/loss is") for r in diverged)
     done = [r for r in rows if r["status"] == "ok"]
-    assert sorted(r["overrides"].split()[0] for r in done) == ["model.norm=bn", "model.norm=gn"]
+    assert sorted(r["overrides"] for r in done) == ["model.norm=bn optimizer.lr=0.1", "model.norm=gn optimizer.lr=0.1"]
     best = [float(r["val_acc_best"]) for r in done]
     assert best == sorted(best, reverse=True) and rows[: len(done)] == done  # finished jobs first, best first
     for row in done:
@@ -62,8 +69,10 @@ def test_multirun_writes_job_folders_and_a_sorted_summary_past_a_failing_job(tmp
         record = json.loads((root / str(row["job"]) / "metrics.json").read_text())
         assert float(row["test_acc"]) == pytest.approx(record["metrics"]["test/acc"])
         assert int(row["params"]) == 8005 and float(row["time_s"]) > 0
+    for row in rows:
+        assert (row["status"] == "ok") == (root / str(row["job"]) / "report.md").is_file()
     table = (root / "summary.md").read_text()
-    assert table.count("| ok |") == 2 and "sorted by val/acc_best" in table
+    assert table.count("| ok |") == 2 and table.count("| diverged |") == 2 and "sorted by val/acc_best" in table
 
 
 def test_optuna_sweep_of_two_trials(tmp_path: Path, tiny_data: Path):
@@ -117,10 +126,8 @@ def test_ddp_sim_trains_and_reports_once(tmp_path: Path):
     assert [r["Epoch"] for r in rows] == ["1", "2"]
     lines = (run / "confusion_matrix.csv").read_text().splitlines()[1:]
     assert sum(int(v) for line in lines for v in line.split(",")[1:]) == 60  # each test image once, both ranks
-    assert (
-        sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best-epoch01.ckpt", "last.ckpt"]
-        or len(list((run / "checkpoints").glob("best-*.ckpt"))) == 1
-    )
+    # validation is the test split (data.val_size=0): no checkpoint is kept for its score
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
 
 
 def test_ship_copies_a_run_into_results(tmp_path: Path, tiny_data: Path, capsys):

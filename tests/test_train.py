@@ -30,8 +30,25 @@ def test_tiny_fit_loss_falls_and_writes_run_folder(tmp_path: Path, tiny_data: Pa
     assert metrics["test/acc"] > 0.5, metrics
     run = tmp_path / "run"
     assert (run / "checkpoints" / "last.ckpt").is_file()
-    assert list((run / "checkpoints").glob("best-*.ckpt"))
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_no_epoch_is_chosen_on_the_test_split(tmp_path: Path, tiny_data: Path):
+    """data.val_size=0 (validation is the test split): the last epoch's model is tested and no
+    checkpoint is kept for its score. With a held-out split, the best epoch on it is tested."""
+    quick = [*TINY, f"data.root={tiny_data}", "trainer.max_epochs=3", "logger=none", "module.tta=none"]
+    metrics, objects = train(compose_train(tmp_path / "test_split", quick))
+    run = tmp_path / "test_split" / "run"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
+    last_epoch = (run / "epochs.csv").read_text().splitlines()[-1].split(",")
+    assert metrics["test/acc"] == pytest.approx(float(last_epoch[-1]) / 100, abs=1e-6)
+
+    metrics, objects = train(compose_train(tmp_path / "held_out", [*quick, "data.val_size=40"]))
+    best = Path(objects["trainer"].checkpoint_callback.best_model_path)
+    assert best.parent == tmp_path / "held_out" / "run" / "checkpoints" and best.name.startswith("best-epoch")
+    tested = objects["module"].state_dict()
+    saved = torch.load(best, weights_only=True)["state_dict"]
+    assert all(torch.equal(tested[k], v) for k, v in saved.items())
 
 
 def test_loss_falls_step_by_step(tmp_path: Path, tiny_data: Path):

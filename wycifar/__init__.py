@@ -6,6 +6,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from wycifar.precision import best_precision
+from wycifar.run_dirs import claim_dir
 
 __version__ = "0.1.0"
 
@@ -19,3 +20,5 @@ def user_cache_dir() -> str:
 
 
 OmegaConf.register_new_resolver("user_cache_dir", user_cache_dir, replace=True)
+# cached: a run resolves its folder once, and its sweep jobs inherit it (conf/hydra/default.yaml)
+OmegaConf.register_new_resolver("claim_dir", claim_dir, use_cache=True, replace=True)

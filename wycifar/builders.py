@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
@@ -61,7 +60,11 @@ def build_module(cfg: DictConfig) -> WyCifarModule:
     )
 
 
-def build_callbacks(callbacks_cfg: DictConfig | None, *, has_logger: bool) -> list[Callback]:
+def build_callbacks(
+    callbacks_cfg: DictConfig | None, *, has_logger: bool, validation_is_test: bool = False
+) -> list[Callback]:
+    """The configured callbacks. With `validation_is_test` (data.val_size=0) a checkpoint kept
+    for its validation score would be chosen on the test split: it is left out."""
     callbacks = []
     for name, cb_cfg in (callbacks_cfg or {}).items():
         if not isinstance(cb_cfg, DictConfig) or "_target_" not in cb_cfg:
@@ -69,6 +72,11 @@ def build_callbacks(callbacks_cfg: DictConfig | None, *, has_logger: bool) -> li
         callback = instantiate_checked(cb_cfg, f"callbacks.{name}")
         if isinstance(callback, LearningRateMonitor) and not has_logger:
             log.info("callbacks.%s skipped: the LR monitor needs a logger", name)
+            continue
+        if validation_is_test and isinstance(callback, ModelCheckpoint) and str(callback.monitor).startswith("val/"):
+            log.info(
+                "callbacks.%s skipped: with data.val_size=0 its %s would be the test split's", name, callback.monitor
+            )
             continue
         callbacks.append(callback)
     return callbacks
@@ -117,20 +125,3 @@ def build_trainer(trainer_cfg: DictConfig, callbacks: list[Callback], loggers: l
             f"trainer.accelerator={cfg['accelerator']} asks for a GPU, but this machine has none; use trainer.accelerator=cpu"
         )
     return instantiate_checked(cfg, "trainer", callbacks=callbacks, logger=loggers or False, _convert_="all")
-
-
-def resolve_ckpt_path(ckpt_path: str | None, log_dir: str | Path) -> str | None:
-    """`last` means the newest last.ckpt of any earlier run under the log folder."""
-    if ckpt_path in (None, ""):
-        return None
-    if ckpt_path == "last":
-        found = sorted(Path(log_dir).glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-        if not found:
-            raise ConfigError(
-                f"ckpt_path=last found no checkpoints/last.ckpt under {log_dir}; give the path of a .ckpt file"
-            )
-        return str(found[-1])
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise ConfigError(f"ckpt_path={ckpt_path!r} does not exist; give the path of a .ckpt file (or ckpt_path=last)")
-    return str(path)

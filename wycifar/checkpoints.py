@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from wycifar.errors import ConfigError, WycifarError, first_line
+from wycifar.files import atomic_path
 from wycifar.module import WyCifarModule
 
 SLIM_KEYS = ("state_dict", "hyper_parameters", "pytorch-lightning_version", "epoch", "global_step", "wycifar")
@@ -104,8 +105,6 @@ def slim_checkpoint(src: str | Path, dst: str | Path) -> Path:
     slim = {k: checkpoint[k] for k in SLIM_KEYS if k in checkpoint}
     slim["hyper_parameters"] = {**slim["hyper_parameters"], "compile": False}  # how it ran, not what it is
     dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    torch.save(slim, tmp)
-    tmp.replace(dst)
+    with atomic_path(dst) as tmp:
+        torch.save(slim, tmp)
     return dst

@@ -8,11 +8,12 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig
 
-from wycifar.builders import build_callbacks, build_loggers, build_trainer, instantiate_checked, resolve_ckpt_path
+from wycifar.builders import build_callbacks, build_loggers, build_trainer, instantiate_checked
 from wycifar.checkpoints import load_module
 from wycifar.cli import CONFIGS, run_cli, run_command
 from wycifar.errors import ConfigError, check_choice
 from wycifar.process import configure_process
+from wycifar.run_dirs import resolve_ckpt_path
 from wycifar.train import accuracy_line
 from wycifar.tta import TTA_MODES
 

@@ -13,6 +13,14 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from wycifar.errors import ConfigError
+from wycifar.run_dirs import SWEEP_MARKERS, holds_results, is_inside, is_secondary_rank, resolve_ckpt_path
+
+
+def _stop(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
 
 def _check_writable(folder: str, key: str) -> None:
     path = Path(folder)
@@ -22,23 +30,47 @@ def _check_writable(folder: str, key: str) -> None:
         probe.write_text("")
         probe.unlink()
     except OSError as error:
-        print(
-            f"error: the output folder {path} ({key}) is not writable: {error.strerror or error}; "
-            "choose another with paths.log_dir=... or hydra.run.dir=...",
-            file=sys.stderr,
-            flush=True,
+        _stop(
+            f"the output folder {path} ({key}) is not writable: {error.strerror or error}; "
+            "choose another with paths.log_dir=... or hydra.run.dir=..."
         )
-        sys.exit(2)
+
+
+def _resumes_from(config: DictConfig, folder: Path) -> bool:
+    """The run trains on from a checkpoint inside `folder` (ckpt_path given, or `last` found there)."""
+    if not OmegaConf.select(config, "train", default=False):
+        return False
+    try:
+        ckpt_path = resolve_ckpt_path(OmegaConf.select(config, "ckpt_path"), OmegaConf.select(config, "paths.log_dir"))
+    except ConfigError:
+        return False
+    return ckpt_path is not None and is_inside(ckpt_path, folder)
 
 
 class CheckOutputDir(Callback):
-    """Fail with one line, before the run starts, when its folder cannot be written."""
+    """Before the run starts, with one line and exit status 2: its folder cannot be written, or it
+    holds an earlier run's results that this run would overwrite (unless it resumes from there)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        _check_writable(str(config.hydra.run.dir), "hydra.run.dir")
+        folder = str(config.hydra.run.dir)
+        if not is_secondary_rank():
+            found = holds_results(Path(folder))
+            if found and not _resumes_from(config, Path(folder)):
+                _stop(
+                    f"hydra.run.dir={folder} already holds another run's results ({', '.join(found)}); "
+                    "give a new folder, or leave hydra.run.dir unset for a fresh one under outputs/"
+                )
+        _check_writable(folder, "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        _check_writable(str(config.hydra.sweep.dir), "hydra.sweep.dir")
+        folder = str(config.hydra.sweep.dir)
+        found = holds_results(Path(folder), SWEEP_MARKERS)
+        if found:
+            _stop(
+                f"hydra.sweep.dir={folder} already holds another sweep's results ({', '.join(found)}); "
+                "give a new folder, or leave hydra.sweep.dir unset for a fresh one under outputs/"
+            )
+        _check_writable(folder, "hydra.sweep.dir")
 
 
 class SweepSummary(Callback):

@@ -3,7 +3,7 @@
 Every shipped run adds its seed's epoch table and ONNX model to RECIPE_DIR/seeds/
 (seed<N>.csv, seed<N>_model_<params>_<test acc>.onnx), from which a recipe's mean is checked.
 With --model the run also becomes the recipe's model: its reports (epoch table, curves, GradCAM,
-mistakes, confusion matrix, summary, report.md, network SVG), its ONNX model and its best
+mistakes, confusion matrix, summary, report.md, network SVG), its ONNX model and its tested
 checkpoint slimmed to weights and hyperparameters (model_<params>_<test acc>.ckpt, what
 `wycifar.predict` looks for) go into RECIPE_DIR, replacing the model there.
 """
@@ -43,13 +43,21 @@ def run_seed(run_dir: Path) -> int:
     return int(OmegaConf.load(config).seed)
 
 
-def ship(run_dir: Path, dest: Path, model: bool = False) -> list[Path]:
+def tested_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint whose weights the run tested: its best epoch by validation accuracy where it
+    kept one (data.val_size > 0), else its last epoch."""
     best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
+    last = run_dir / "checkpoints" / "last.ckpt"
+    return best[-1] if best else last if last.is_file() else None
+
+
+def ship(run_dir: Path, dest: Path, model: bool = False) -> list[Path]:
+    tested = tested_checkpoint(run_dir)
     onnx = sorted(run_dir.glob("model_*.onnx"))
     named = ONNX_NAME.match(onnx[-1].name) if onnx else None
-    if not best or named is None or not (run_dir / "epochs.csv").is_file():
+    if tested is None or named is None or not (run_dir / "epochs.csv").is_file():
         raise ConfigError(
-            f"{run_dir} has no best checkpoint, epochs.csv or model_<params>_<acc>.onnx: not a finished wycifar.train run"
+            f"{run_dir} has no checkpoint, epochs.csv or model_<params>_<acc>.onnx: not a finished wycifar.train run"
         )
     seed = run_seed(run_dir)
     seeds = dest / "seeds"
@@ -66,7 +74,7 @@ def ship(run_dir: Path, dest: Path, model: bool = False) -> list[Path]:
         if (run_dir / name).is_file():
             written.append(Path(shutil.copy2(run_dir / name, dest / name)))
     # the same name as the run's ONNX model: parameters and test accuracy of these weights
-    written.append(slim_checkpoint(best[-1], dest / f"model_{named['params']}_{named['acc']}.ckpt"))
+    written.append(slim_checkpoint(tested, dest / f"model_{named['params']}_{named['acc']}.ckpt"))
     return written
 
 

@@ -21,14 +21,15 @@ from wycifar.builders import (
     build_module,
     build_trainer,
     instantiate_checked,
-    resolve_ckpt_path,
 )
 from wycifar.callbacks.graceful_stop import GracefulStop
 from wycifar.callbacks.graceful_stop import message as stop_message
 from wycifar.checkpoints import check_resumable
 from wycifar.cli import CONFIGS, run_cli, run_command
-from wycifar.errors import InterruptedRun, WycifarError
+from wycifar.errors import DivergenceError, InterruptedRun, WycifarError
+from wycifar.files import atomic_write_text
 from wycifar.process import configure_process
+from wycifar.run_dirs import resolve_ckpt_path
 
 log = logging.getLogger("wycifar.train")
 
@@ -40,14 +41,30 @@ def accuracy_line(metrics: dict[str, float], tta: str) -> str:
     return line
 
 
+def test_weights(trainer: L.Trainer, datamodule, ckpt_path: str | None, trained: bool) -> str | None:
+    """The checkpoint to test, or None for the weights in memory. After a fit with a held-out
+    validation split (data.val_size > 0): the best epoch by validation accuracy. With none,
+    validation is the test split, so no epoch is chosen on it: the last epoch's model is tested."""
+    if not trained:
+        return ckpt_path
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if getattr(datamodule, "val_size", 0) > 0 and best:
+        log.info("testing the best epoch by validation accuracy: %s", best)
+        return best
+    log.info("testing the last epoch's model (data.val_size=0: validation is the test split, so no epoch is chosen)")
+    return None
+
+
 def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[str, float], dict[str, Any]]:
-    """Fit, then test with the best checkpoint. Returns (metrics, objects)."""
+    """Fit, then test (test_weights says which weights). Returns (metrics, objects)."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     configure_process(cfg.get("threads"), cfg.get("keep_freed_memory", True))
     datamodule = instantiate_checked(cfg.data, "data")
     module = build_module(cfg)
     loggers = build_loggers(cfg.get("logger"))
-    callbacks = build_callbacks(cfg.get("callbacks"), has_logger=bool(loggers)) + list(extra_callbacks or [])
+    callbacks = build_callbacks(
+        cfg.get("callbacks"), has_logger=bool(loggers), validation_is_test=datamodule.val_size == 0
+    ) + list(extra_callbacks or [])
     trainer = build_trainer(cfg.trainer, callbacks, loggers)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.log_dir)
     if ckpt_path:
@@ -66,35 +83,30 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[st
     metrics["time/fit_s"] = time.perf_counter() - started
 
     if cfg.get("test", True):
-        best = (
-            trainer.checkpoint_callback.best_model_path
-            if trainer.checkpoint_callback and cfg.get("train", True)
-            else ""
-        )
-        if not best:
-            best = ckpt_path
-        if best and cfg.get("train", True):
-            log.info("testing the best checkpoint: %s", best)
-        results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
+        tested = test_weights(trainer, datamodule, ckpt_path, trained=cfg.get("train", True))
+        results = trainer.test(module, datamodule=datamodule, ckpt_path=tested, verbose=False, weights_only=True)
         metrics.update({k: float(v) for k, v in (results[0] if results else {}).items()})
         if "test/acc" in metrics and trainer.is_global_zero:
             log.info(accuracy_line(metrics, module.hparams.tta))
     return metrics, {"trainer": trainer, "module": module, "datamodule": datamodule, "cfg": cfg}
 
 
-def write_job_record(cfg: DictConfig, metrics: dict[str, float], params: int | None, status: str) -> None:
+def write_job_record(
+    cfg: DictConfig, metrics: dict[str, float], params: int | None, status: str, error: str | None = None
+) -> None:
     """metrics.json in the run folder: what the sweep summary and scripts read."""
     hydra_cfg = HydraConfig.get()
     record = {
         "job": hydra_cfg.job.get("num", 0) if hydra_cfg.mode == RunMode.MULTIRUN else 0,
+        "seed": cfg.get("seed"),
         "overrides": list(hydra_cfg.overrides.task),
         "params": params,
         "metrics": metrics,
         "status": status,
-    }
+    } | ({"error": error} if error else {})
     folder = Path(cfg.paths.output_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+    atomic_write_text(folder / "metrics.json", json.dumps(record, indent=2) + "\n")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIGS, config_name="train")
@@ -105,7 +117,8 @@ def hydra_main(cfg: DictConfig) -> float | None:
             metrics, objects = train(cfg)
         except WycifarError as error:
             log.error("%s", error)
-            write_job_record(cfg, {}, None, f"error: {error}")
+            status = "diverged" if isinstance(error, DivergenceError) else f"error: {error}"
+            write_job_record(cfg, {}, None, status, error=str(error))
             return None
     else:
         metrics, objects = run_cli(lambda: train(cfg))

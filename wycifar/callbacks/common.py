@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import lightning as L
@@ -16,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from wycifar.data.loader import CIFAR10_MEAN, CIFAR10_STD  # noqa: E402
+from wycifar.files import atomic_path  # noqa: E402
 
 
 def run_dir(trainer: L.Trainer) -> Path:
@@ -37,16 +37,9 @@ def should_draw(trainer: L.Trainer) -> bool:
     return trainer.is_global_zero and not trainer.sanity_checking and not trainer.fast_dev_run
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def save_figure(fig: plt.Figure, path: Path, trainer: L.Trainer, tag: str, step: int | None = None) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
     writer = tensorboard(trainer)
     if writer is not None:
         writer.add_figure(tag, fig, global_step=trainer.global_step if step is None else step, close=False)

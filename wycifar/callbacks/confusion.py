@@ -8,7 +8,8 @@ import numpy as np
 from lightning.pytorch.callbacks import Callback
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from wycifar.callbacks.common import atomic_write_text, class_names, run_dir, save_figure
+from wycifar.callbacks.common import class_names, run_dir, save_figure
+from wycifar.files import atomic_write_text
 
 
 def draw_confusion(counts: np.ndarray, names: list[str]):

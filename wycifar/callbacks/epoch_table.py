@@ -10,7 +10,8 @@ import time
 
 import lightning as L
 
-from wycifar.callbacks.common import EpochMetrics, atomic_write_text, run_dir
+from wycifar.callbacks.common import EpochMetrics, run_dir
+from wycifar.files import atomic_write_text
 
 log = logging.getLogger("wycifar.epochs")
 

@@ -7,7 +7,8 @@ import logging
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from wycifar.callbacks.common import atomic_write_text, run_dir
+from wycifar.callbacks.common import run_dir
+from wycifar.files import atomic_write_text
 from wycifar.models.summary import Summary, summarize
 
 log = logging.getLogger("wycifar.summary")

@@ -22,6 +22,7 @@ from lightning.pytorch.callbacks import Callback
 from wycifar.callbacks.common import run_dir, tensorboard
 from wycifar.data.loader import normalize_uint8
 from wycifar.errors import DivergenceError
+from wycifar.files import atomic_path
 
 log = logging.getLogger("wycifar.onnx")
 
@@ -39,10 +40,9 @@ def export_onnx(net: torch.nn.Module, path: Path, image_size: int, in_channels: 
     """Export in eval mode (as Lightning's to_onnx does not) with a dynamic batch axis."""
     was_training = net.training
     net.eval()
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
         example = torch.zeros(1, in_channels, image_size, image_size, device=next(net.parameters()).device)
-        with torch.inference_mode(False), torch.no_grad(), tracing_quietly():
+        with atomic_path(path) as tmp, torch.inference_mode(False), torch.no_grad(), tracing_quietly():
             torch.onnx.export(
                 net,
                 (example,),
@@ -53,10 +53,8 @@ def export_onnx(net: torch.nn.Module, path: Path, image_size: int, in_channels: 
                 dynamo=False,
                 opset_version=17,
             )
-        onnx.checker.check_model(str(tmp))
-        os.replace(tmp, path)
+            onnx.checker.check_model(str(tmp))
     finally:
-        tmp.unlink(missing_ok=True)
         net.train(was_training)
 
 
@@ -142,15 +140,13 @@ def render_svg(dot_source: str, svg_path: Path) -> bool:
             "no graph renderer found (install graphviz or the graphviz-pure wheel): %s not drawn", svg_path.name
         )
         return False
-    tmp = svg_path.with_name(f".{svg_path.name}.tmp")
-    result = subprocess.run(
-        [dot, "-Tsvg", "-o", str(tmp)], input=dot_source, text=True, capture_output=True, timeout=120
-    )
-    if result.returncode != 0 or not tmp.is_file():
-        log.warning("%s could not draw %s: %s", dot, svg_path.name, result.stderr.strip().splitlines()[-1:] or "")
-        tmp.unlink(missing_ok=True)
-        return False
-    os.replace(tmp, svg_path)
+    with atomic_path(svg_path) as tmp:
+        result = subprocess.run(
+            [dot, "-Tsvg", "-o", str(tmp)], input=dot_source, text=True, capture_output=True, timeout=120
+        )
+        if result.returncode != 0 or not tmp.is_file():
+            log.warning("%s could not draw %s: %s", dot, svg_path.name, result.stderr.strip().splitlines()[-1:] or "")
+            return False
     return True
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from wycifar.callbacks.common import atomic_write_text, run_dir
+from wycifar.callbacks.common import run_dir
+from wycifar.files import atomic_write_text
 
 log = logging.getLogger("wycifar.report")
 

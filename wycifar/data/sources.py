@@ -19,6 +19,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from wycifar.errors import ConfigError, check_choice, first_line
+from wycifar.files import atomic_path
 
 log = logging.getLogger("wycifar.data")
 
@@ -96,10 +97,8 @@ def _fingerprint(root: Path, files: list[Path], image_size: int) -> str:
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def cache_path(cache_dir: Path, root: Path, split: str, image_size: int) -> Path:

@@ -31,41 +31,41 @@ def run_schedule(steps: int, lr: float = 0.5, factory=piecewise_linear, **kwargs
 
 
 def test_per_epoch_lr_is_the_reference_log():
-    lrs = [lr for lr, _ in run_schedule(24, points=REFERENCE_POINTS, steps_per_epoch=1)]
+    lrs = [lr for lr, _ in run_schedule(24, points=REFERENCE_POINTS)]
     # The reference's log: 0.1, 0.2, ... peak 0.5 at epoch 5, 0.05 at epoch 19, 0.008333 at 24.
     assert lrs[:5] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
     assert lrs[18] == pytest.approx(0.05) and lrs[23] == pytest.approx(0.05 / 6)
 
 
 def test_momentum_cycles_against_the_lr():
-    seen = run_schedule(24, points=REFERENCE_POINTS, steps_per_epoch=1, momentum_points=REFERENCE_MOMENTA)
+    seen = run_schedule(24, points=REFERENCE_POINTS, momentum_points=REFERENCE_MOMENTA)
     momenta = [m for _, m in seen]
     assert momenta[0] == pytest.approx(0.95) and momenta[4] == pytest.approx(0.85)
     assert momenta[11] == pytest.approx(0.9) and momenta[18:] == pytest.approx([0.95] * 6)
     # Without momentum points the optimizer's own momentum stays.
-    assert {m for _, m in run_schedule(5, points=REFERENCE_POINTS, steps_per_epoch=1)} == {0.9}
+    assert {m for _, m in run_schedule(5, points=REFERENCE_POINTS)} == {0.9}
 
 
 def test_the_epoch_axis_stretches_to_the_run():
     """A 48-epoch run passes through the 24-epoch schedule at half speed; a 6-epoch one at 4x:
     both warm up, peak and decay, the momentum with them."""
-    full = run_schedule(24, points=REFERENCE_POINTS, steps_per_epoch=1, momentum_points=REFERENCE_MOMENTA)
-    double = run_schedule(48, points=REFERENCE_POINTS, steps_per_epoch=1, momentum_points=REFERENCE_MOMENTA)
+    full = run_schedule(24, points=REFERENCE_POINTS, momentum_points=REFERENCE_MOMENTA)
+    double = run_schedule(48, points=REFERENCE_POINTS, momentum_points=REFERENCE_MOMENTA)
     assert np.allclose(double[::2], full)
-    short = [lr for lr, _ in run_schedule(6, points=REFERENCE_POINTS, steps_per_epoch=1)]
+    short = [lr for lr, _ in run_schedule(6, points=REFERENCE_POINTS)]
     assert short == pytest.approx([0.5 * float(np.interp(4 * e, [0, 4, 18, 24], [0.2, 1, 0.1, 0])) for e in range(6)])
     assert short[1] == pytest.approx(0.5) and short[0] < short[1] and short[-1] < 0.05
 
 
 def test_per_step_reads_fractional_epochs():
-    lrs = [lr for lr, _ in run_schedule(8, lr=0.4, points=[[0, 0.0], [2, 1.0]], steps_per_epoch=4)]
+    lrs = [lr for lr, _ in run_schedule(8, lr=0.4, points=[[0, 0.0], [2, 1.0]])]
     assert lrs == pytest.approx([0.05 * i for i in range(8)])
 
 
 def test_optimizer_lr_is_the_peak_of_every_schedule():
     for lr in (0.05, 10000.0):
-        piecewise = [v for v, _ in run_schedule(24, lr=lr, points=REFERENCE_POINTS, steps_per_epoch=1)]
-        cycle = [v for v, _ in run_schedule(100, lr=lr, factory=one_cycle, steps_per_epoch=10, pct_start=0.2)]
+        piecewise = [v for v, _ in run_schedule(24, lr=lr, points=REFERENCE_POINTS)]
+        cycle = [v for v, _ in run_schedule(100, lr=lr, factory=one_cycle, pct_start=0.2)]
         assert max(piecewise) == pytest.approx(lr) and max(cycle) == pytest.approx(lr)
 
 
@@ -86,7 +86,7 @@ def test_every_recipe_keeps_its_learning_rates(tmp_path: Path, recipe: str):
     optimizer = instantiate(cfg.optimizer)(torch.nn.Linear(2, 2).parameters())
     scheduler_cfg = {k: v for k, v in cfg.scheduler.items() if k != "interval"}
     total = 24 * steps_per_epoch
-    scheduler = instantiate(scheduler_cfg)(optimizer, steps_per_epoch=steps_per_epoch, total_steps=total)
+    scheduler = instantiate(scheduler_cfg)(optimizer, total_steps=total)
     epochs, values = zip(*points)
     for step in range(total):
         expected = float(np.interp(step / steps_per_epoch, epochs, values))
@@ -118,5 +118,5 @@ def test_a_short_run_warms_up_peaks_and_decays(tmp_path: Path, tiny_data: Path):
 )
 def test_bad_points_are_one_line_errors(kwargs, message):
     with pytest.raises(ConfigError, match=message) as info:
-        run_schedule(2, steps_per_epoch=1, **kwargs)
+        run_schedule(2, **kwargs)
     assert "\n" not in str(info.value)

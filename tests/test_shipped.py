@@ -13,7 +13,7 @@ from conftest import REAL_CIFAR, ROOT, compose_train
 
 from wycifar.callbacks.onnx_export import check_onnx
 from wycifar.checkpoints import load_module
-from wycifar.predict import SHIPPED
+from wycifar.run_dirs import MODEL_NAME
 
 RESULTS = ROOT / "results"
 
@@ -39,7 +39,8 @@ def test_every_recipe_ships_a_model_and_its_seeds():
 
 @pytest.mark.parametrize("ckpt", SHIPPED_CKPTS, ids=lambda p: p.parent.name)
 def test_shipped_model_matches_its_onnx_twin_and_its_report(ckpt: Path):
-    params, acc = SHIPPED.search(ckpt.name).groups()
+    named = MODEL_NAME.search(ckpt.name)
+    params, acc = named["params"], named["acc"]
     reported = re.search(r"\| test/acc \| (\d\.\d+) \|", (ckpt.parent / "report.md").read_text())
     assert reported is not None and reported.group(1) == acc
     net = load_module(ckpt).eval().net

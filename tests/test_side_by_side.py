@@ -48,7 +48,7 @@ def test_trainings_sweeps_and_evaluations_started_together_keep_apart(tmp_path: 
     common = [f"data.root={tiny_data}", f"paths.log_dir={tmp_path}", f"paths.cache_dir={tmp_path}/cache", *QUICK]
     trainings = [start_command(f"seed={seed}", *common) for seed in range(4)]
     # the sweep's second job diverges: it is recorded as such and the sweep goes on
-    sweep = start_command("-m", "optimizer.lr=0.05,8", "seed=9", *common)
+    sweep = start_command("-m", "optimizer.lr=0.05,30", "seed=9", *common)
     for process in [*trainings, sweep]:
         result = finish(process)
         assert result.returncode == 0, result.stderr[-2000:]

@@ -5,7 +5,11 @@ from conftest import compose_train
 from hydra.utils import instantiate
 
 from wycifar.builders import build_module
-from wycifar.models.blocks import is_depthwise
+
+
+def is_depthwise(module: torch.nn.Module) -> bool:
+    """A convolution with one filter group per input channel."""
+    return isinstance(module, torch.nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels
 
 
 def decay_after_one_step(tmp_path: Path, overrides: list[str]) -> tuple[torch.nn.Module, dict[str, bool]]:

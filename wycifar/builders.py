@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelChec
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
+from wycifar.checkpoints import load_teacher
 from wycifar.errors import ConfigError, WycifarError
 from wycifar.module import WyCifarModule
 
@@ -51,12 +52,17 @@ def check_optimizer(optimizer_cfg: dict) -> None:
 
 
 def build_module(cfg: DictConfig) -> WyCifarModule:
+    """The LightningModule of cfg.model, cfg.optimizer, cfg.scheduler and cfg.module; a
+    `module.teacher` checkpoint is read here and handed to it as a frozen network."""
     check_optimizer(plain(cfg.optimizer))
+    options = plain(cfg.get("module"))
+    teacher_path = options.pop("teacher", None)
     return WyCifarModule(
         net=plain(cfg.model),
         optimizer=plain(cfg.optimizer),
         scheduler=plain(cfg.get("scheduler")) or None,
-        **plain(cfg.get("module")),
+        teacher=load_teacher(teacher_path) if teacher_path else None,
+        **options,
     )
 
 

@@ -108,3 +108,13 @@ def slim_checkpoint(src: str | Path, dst: str | Path) -> Path:
     with atomic_path(dst) as tmp:
         torch.save(slim, tmp)
     return dst
+
+
+def load_teacher(path: str | Path) -> torch.nn.Module:
+    """module.teacher: the network of a wycifar checkpoint, frozen in evaluation mode. Building it
+    draws no random numbers from the run's generator: the student starts as it would without it."""
+    try:
+        with torch.random.fork_rng(devices=[]):
+            return load_module(path).net.eval().requires_grad_(False)
+    except ConfigError as error:
+        raise ConfigError(f"module.teacher: {error}") from None

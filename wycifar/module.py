@@ -11,8 +11,8 @@ from hydra.utils import instantiate
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from wycifar.distill import load_teacher, soft_target_loss
-from wycifar.errors import check_choice, check_number
+from wycifar.distill import soft_target_loss
+from wycifar.errors import ConfigError, check_choice, check_number
 from wycifar.models import WyCifarNet
 from wycifar.tta import TTA_MODES, tta_probs
 
@@ -35,7 +35,7 @@ class WyCifarModule(L.LightningModule):
         label_smoothing: float = 0.0,
         decay_norm_and_bias: bool = True,
         tta: str = "none",
-        teacher: str | None = None,
+        teacher: torch.nn.Module | None = None,
         distill_temperature: float = 4.0,
         distill_weight: float = 0.5,
         channels_last: bool = False,
@@ -43,7 +43,8 @@ class WyCifarModule(L.LightningModule):
         compile_mode: str = "default",
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(logger=False)
+        # the teacher is a network, built by builders.build_module: not a hyperparameter
+        self.save_hyperparameters(logger=False, ignore=["teacher"])
         check_number("module.label_smoothing", label_smoothing, minimum=0, maximum=1, exclusive_max=True)
         check_number("module.l1_lambda", l1_lambda, minimum=0)
         check_choice("module.compile_mode", compile_mode, COMPILE_MODES)
@@ -60,7 +61,11 @@ class WyCifarModule(L.LightningModule):
         self._compiled: list[torch.nn.Module] = []
         num_classes = self.net.num_classes
         # Kept out of the children too: a distilled checkpoint holds the student only.
-        self._teacher: list[torch.nn.Module] = [load_teacher(teacher, num_classes)] if teacher else []
+        self._teacher: list[torch.nn.Module] = [teacher.eval().requires_grad_(False)] if teacher is not None else []
+        if teacher is not None and getattr(teacher, "num_classes", num_classes) != num_classes:
+            raise ConfigError(
+                f"module.teacher predicts {teacher.num_classes} classes; the student predicts {num_classes}"
+            )
         # The training metrics take per-image values with no checks: MulticlassAccuracy's argument
         # checks and MeanMetric's NaN check each wait for the GPU on every step. (Divergence is
         # caught from the epoch's loss by callbacks.divergence; validation and test keep the checked metrics.)
@@ -188,10 +193,9 @@ class WyCifarModule(L.LightningModule):
         scheduler_cfg = dict(self.hparams.scheduler)
         interval = scheduler_cfg.pop("interval", "epoch")
         epochs = max(1, self.trainer.max_epochs)
-        steps_per_epoch = 1
-        if interval == "step":
-            steps_per_epoch = max(1, int(self.trainer.estimated_stepping_batches) // epochs)
-        scheduler = instantiate(scheduler_cfg, _convert_="all")(
-            optimizer, steps_per_epoch=steps_per_epoch, total_steps=steps_per_epoch * epochs
+        # whole epochs of steps, so that the schedule's epoch axis stays the trainer's
+        total_steps = (
+            epochs * max(1, int(self.trainer.estimated_stepping_batches) // epochs) if interval == "step" else epochs
         )
+        scheduler = instantiate(scheduler_cfg, _convert_="all")(optimizer, total_steps=total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import torch
 
-PRECISIONS = ("bf16-mixed", "32-true")
-
 
 def cpu_has_native_bf16() -> bool:
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())

@@ -7,7 +7,6 @@ gets one error line and the others are still predicted; the exit status is 1 if 
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from importlib import resources
 from pathlib import Path
@@ -16,18 +15,20 @@ import torch
 
 from wycifar.checkpoints import module_from, read_checkpoint
 from wycifar.cli import run_cli
-from wycifar.data.loader import CIFAR10_MEAN, CIFAR10_STD
+from wycifar.data.normalize import CIFAR10_MEAN, CIFAR10_STD, normalize_uint8
 from wycifar.data.sources import decode_image
 from wycifar.errors import ConfigError
+from wycifar.run_dirs import parse_model_name
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-SHIPPED = re.compile(r"model_(\d+)_(\d\.\d+)\.ckpt$")
 
 
 def bundled_model() -> Path:
     """The default recipe's shipped model, installed with the package (results/default in the
     repository): what predict uses when no --ckpt is given."""
-    found = sorted(p for p in resources.files("wycifar.bundled").iterdir() if SHIPPED.search(p.name))
+    found = sorted(
+        p for p in resources.files("wycifar.bundled").iterdir() if (parse_model_name(p.name) or ())[-1:] == ("ckpt",)
+    )
     if not found:
         raise ConfigError("no model is bundled with this installation of wycifar; pass --ckpt <file.ckpt>")
     return Path(str(found[-1]))
@@ -39,21 +40,20 @@ def predict(paths: list[str], ckpt: str | None, top_k: int = 3, out=sys.stdout, 
     module = module_from(checkpoint, ckpt_path).eval()
     extras = checkpoint.get("wycifar", {})
     classes = extras.get("classes", CIFAR10_CLASSES)
-    mean = torch.tensor(extras.get("mean", CIFAR10_MEAN)).view(1, -1, 1, 1)
-    std = torch.tensor(extras.get("std", CIFAR10_STD)).view(1, -1, 1, 1)
+    mean, std = tuple(extras.get("mean", CIFAR10_MEAN)), tuple(extras.get("std", CIFAR10_STD))
     size = module.net.image_size
     failures = 0
     for path in paths:
         try:
             if not Path(path).is_file():
                 raise ConfigError(f"{path}: no such file")
-            image = torch.from_numpy(decode_image(Path(path), size)).permute(2, 0, 1)[None].float() / 255
+            image = torch.from_numpy(decode_image(Path(path), size)).permute(2, 0, 1)[None]
         except ConfigError as error:
             print(f"error: {error}", file=err, flush=True)
             failures += 1
             continue
         with torch.no_grad():
-            probs = module((image - mean) / std).float().softmax(1)[0]
+            probs = module(normalize_uint8(image, mean, std)).float().softmax(1)[0]
         values, indices = probs.topk(min(top_k, len(probs)))
         ranked = ", ".join(f"{classes[i]} {100 * v:.1f}%" for v, i in zip(values.tolist(), indices.tolist()))
         print(f"{path}: {classes[indices[0]]} ({ranked})", file=out, flush=True)

@@ -10,9 +10,25 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 from pathlib import Path
 
 from wycifar.errors import ConfigError
+
+# A model file: model_<parameters>_<test accuracy, 4 decimals>.<suffix> (.onnx, .ckpt)
+MODEL_NAME = re.compile(r"model_(?P<params>\d+)_(?P<acc>\d\.\d+)\.(?P<suffix>\w+)$")
+
+
+def model_name(params: int, accuracy: float | None, suffix: str) -> str:
+    """The file name of a model of `params` parameters and this test accuracy (None: not tested)."""
+    return f"model_{params}_{accuracy:.4f}.{suffix}" if accuracy is not None else f"model_{params}.{suffix}"
+
+
+def parse_model_name(name: str) -> tuple[int, float, str] | None:
+    """(parameters, accuracy, suffix) of a model file's name, or None for another name."""
+    found = MODEL_NAME.search(name)
+    return (int(found["params"]), float(found["acc"]), found["suffix"]) if found else None
+
 
 # What a run leaves in its folder: Hydra's config, checkpoints, the job record, TensorBoard events.
 # (A sweep's root: the sweep config and the summary.)

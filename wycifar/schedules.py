@@ -1,6 +1,6 @@
 """Learning-rate schedules. The optimiser's `lr` is the peak learning rate; a schedule gives
-fractions of it over the run. Each factory takes the optimizer plus `steps_per_epoch` and
-`total_steps` (counted in scheduler steps: 1 and max_epochs when stepping per epoch)."""
+fractions of it over the run. Each factory takes the optimizer plus `total_steps`, the run's
+length in scheduler steps (max_epochs when stepping per epoch)."""
 
 from __future__ import annotations
 
@@ -67,7 +67,6 @@ def piecewise_linear(
     optimizer: Optimizer,
     *,
     points: Sequence[Sequence[float]],
-    steps_per_epoch: int,
     total_steps: int,
     momentum_points: Sequence[Sequence[float]] | None = None,
 ) -> LRScheduler:
@@ -89,7 +88,6 @@ def piecewise_linear(
 def one_cycle(
     optimizer: Optimizer,
     *,
-    steps_per_epoch: int,
     total_steps: int,
     pct_start: float = 0.25,
     div_factor: float = 10.0,

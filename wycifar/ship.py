@@ -11,36 +11,24 @@ checkpoint slimmed to weights and hyperparameters (model_<params>_<test acc>.ckp
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
+from wycifar.callbacks.report import configured_outputs
 from wycifar.checkpoints import slim_checkpoint
 from wycifar.cli import run_cli
 from wycifar.errors import ConfigError
-
-ONNX_NAME = re.compile(r"model_(?P<params>\d+)_(?P<acc>\d\.\d+)\.onnx$")
-REPORTS = [
-    "epochs.md",
-    "epochs.csv",
-    "curves.png",
-    "gradcam.png",
-    "misclassified.png",
-    "confusion_matrix.png",
-    "confusion_matrix.csv",
-    "summary.txt",
-    "report.md",
-]
+from wycifar.run_dirs import model_name, parse_model_name
 
 
-def run_seed(run_dir: Path) -> int:
+def run_config(run_dir: Path) -> DictConfig:
     config = run_dir / ".hydra" / "config.yaml"
     if not config.is_file():
         raise ConfigError(f"{run_dir} has no .hydra/config.yaml: not a wycifar.train run folder")
-    return int(OmegaConf.load(config).seed)
+    return OmegaConf.load(config)
 
 
 def tested_checkpoint(run_dir: Path) -> Path | None:
@@ -52,29 +40,32 @@ def tested_checkpoint(run_dir: Path) -> Path | None:
 
 
 def ship(run_dir: Path, dest: Path, model: bool = False) -> list[Path]:
+    config = run_config(run_dir)
+    reports = configured_outputs(config.get("callbacks"))
     tested = tested_checkpoint(run_dir)
-    onnx = sorted(run_dir.glob("model_*.onnx"))
-    named = ONNX_NAME.match(onnx[-1].name) if onnx else None
-    if tested is None or named is None or not (run_dir / "epochs.csv").is_file():
+    onnx = sorted(p for p in run_dir.glob("model_*.onnx") if parse_model_name(p.name))
+    table = reports.get("epochs_csv", "epochs.csv")
+    if tested is None or not onnx or not (run_dir / table).is_file():
         raise ConfigError(
-            f"{run_dir} has no checkpoint, epochs.csv or model_<params>_<acc>.onnx: not a finished wycifar.train run"
+            f"{run_dir} has no checkpoint, {table} or model_<params>_<acc>.onnx: not a finished wycifar.train run"
         )
-    seed = run_seed(run_dir)
+    params, accuracy, _ = parse_model_name(onnx[-1].name)
+    seed = int(config.seed)
     seeds = dest / "seeds"
     seeds.mkdir(parents=True, exist_ok=True)
     for old in seeds.glob(f"seed{seed}_model_*.onnx"):
         old.unlink()
-    written = [Path(shutil.copy2(run_dir / "epochs.csv", seeds / f"seed{seed}.csv"))]
+    written = [Path(shutil.copy2(run_dir / table, seeds / f"seed{seed}.csv"))]
     written.append(Path(shutil.copy2(onnx[-1], seeds / f"seed{seed}_{onnx[-1].name}")))
     if not model:
         return written
     for old in [*dest.glob("model_*.ckpt"), *dest.glob("model_*.onnx"), *dest.glob("model_*.onnx.svg")]:
         old.unlink()
-    for name in REPORTS + [onnx[-1].name, onnx[-1].name + ".svg"]:
+    for name in [*reports.values(), onnx[-1].name, onnx[-1].name + ".svg"]:
         if (run_dir / name).is_file():
             written.append(Path(shutil.copy2(run_dir / name, dest / name)))
     # the same name as the run's ONNX model: parameters and test accuracy of these weights
-    written.append(slim_checkpoint(tested, dest / f"model_{named['params']}_{named['acc']}.ckpt"))
+    written.append(slim_checkpoint(tested, dest / model_name(params, accuracy, "ckpt")))
     return written
 
 

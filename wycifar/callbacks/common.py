@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from wycifar.data.loader import CIFAR10_MEAN, CIFAR10_STD  # noqa: E402
+from wycifar.data.normalize import denormalize  # noqa: E402
 from wycifar.files import atomic_path  # noqa: E402
 
 
@@ -47,12 +47,10 @@ def save_figure(fig: plt.Figure, path: Path, trainer: L.Trainer, tag: str, step:
     plt.close(fig)
 
 
-def denormalize(x: torch.Tensor, mean=CIFAR10_MEAN, std=CIFAR10_STD) -> np.ndarray:
-    """Normalised [N, C, H, W] batch -> float HWC images in [0, 1] (what show_cam_on_image wants)."""
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-    images = (x.detach().float().cpu() * std_t + mean_t).clamp(0, 1)
-    return images.permute(0, 2, 3, 1).numpy()
+def images_hwc(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """Normalised [N, C, H, W] batch -> float HWC images in [0, 1] (what show_cam_on_image and
+    matplotlib want)."""
+    return denormalize(x, mean, std).permute(0, 2, 3, 1).numpy()
 
 
 def class_names(trainer: L.Trainer, num_classes: int) -> list[str]:

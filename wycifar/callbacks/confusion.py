@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import matplotlib.pyplot as plt
 import numpy as np
@@ -48,6 +50,10 @@ class ConfusionMatrixReport(Callback):
         self.metric: MulticlassConfusionMatrix | None = None
         self.counts: np.ndarray | None = None
 
+    def outputs(self) -> dict[str, str]:
+        """The files it writes into the run folder, by role (report.md and wycifar.ship read these)."""
+        return {"confusion_matrix": self.filename, "confusion_matrix_csv": str(Path(self.filename).with_suffix(".csv"))}
+
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.metric = MulticlassConfusionMatrix(num_classes=pl_module.net.num_classes).to(pl_module.device)
 
@@ -65,5 +71,5 @@ class ConfusionMatrixReport(Callback):
         rows = ["true\\predicted," + ",".join(names)] + [
             f"{n}," + ",".join(str(int(c)) for c in row) for n, row in zip(names, counts)
         ]
-        atomic_write_text(folder / "confusion_matrix.csv", "\n".join(rows) + "\n")
+        atomic_write_text(folder / self.outputs()["confusion_matrix_csv"], "\n".join(rows) + "\n")
         save_figure(draw_confusion(counts, names), folder / self.filename, trainer, "report/confusion_matrix")

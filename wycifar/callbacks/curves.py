@@ -21,6 +21,9 @@ class LearningCurves(EpochMetrics):
         self._pending = False
         self.history: dict[str, list[tuple[int, float]]] = {k: [] for k in KEYS}
 
+    def outputs(self) -> dict[str, str]:
+        return {"curves": self.filename}
+
     def state_dict(self) -> dict:
         return {"history": self.history}
 

@@ -68,6 +68,9 @@ class EpochTable(EpochMetrics):
         self._epoch_start = 0.0
         self._epoch_lr = 0.0
 
+    def outputs(self) -> dict[str, str]:
+        return {"epochs_csv": self.csv_name, "epochs_md": self.markdown_name}
+
     def state_dict(self) -> dict:
         return {"rows": self.rows}
 

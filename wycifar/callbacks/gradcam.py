@@ -9,8 +9,9 @@ from lightning.pytorch.callbacks import Callback
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.image import show_cam_on_image
 
-from wycifar.callbacks.common import class_names, denormalize, image_grid, run_dir, save_figure, should_draw
-from wycifar.data.loader import normalize_uint8
+from wycifar.callbacks.common import class_names, image_grid, images_hwc, run_dir, save_figure, should_draw
+from wycifar.data.normalize import normalize_uint8
+from wycifar.models.modes import eval_mode
 
 
 def fixed_test_images(datamodule, count: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,22 +32,21 @@ def fixed_test_images(datamodule, count: int) -> tuple[torch.Tensor, torch.Tenso
 def gradcam_maps(net: torch.nn.Module, layer: torch.nn.Module, x: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
     """(heatmaps [N, H, W] in [0, 1], class probabilities). Works inside Lightning's
     inference mode and leaves the network's train/eval state as it found it."""
-    was_training = net.training
-    try:
-        with torch.inference_mode(False), torch.enable_grad():
-            x = x.clone().requires_grad_(True)
-            with GradCAM(model=net, target_layers=[layer]) as cam:
-                heatmaps = cam(input_tensor=x, targets=None)  # None: the predicted class
-            with torch.no_grad():
-                probs = net(x).float().softmax(1)
-    finally:
-        net.train(was_training)
+    with eval_mode(net), torch.inference_mode(False), torch.enable_grad():
+        x = x.clone().requires_grad_(True)
+        with GradCAM(model=net, target_layers=[layer]) as cam:
+            heatmaps = cam(input_tensor=x, targets=None)  # None: the predicted class
+        with torch.no_grad():
+            probs = net(x).float().softmax(1)
     return heatmaps, probs
 
 
 class GradCAMReport(Callback):
     def __init__(self, num_images: int = 10, every_n_epochs: int = 5, filename: str = "gradcam.png") -> None:
         self.num_images, self.every_n_epochs, self.filename = num_images, every_n_epochs, filename
+
+    def outputs(self) -> dict[str, str]:
+        return {"gradcam": self.filename}
 
     def draw(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         datamodule = trainer.datamodule
@@ -56,7 +56,7 @@ class GradCAMReport(Callback):
         if next(net.parameters()).is_contiguous(memory_format=torch.channels_last):
             x = x.contiguous(memory_format=torch.channels_last)
         heatmaps, probs = gradcam_maps(net, net.gradcam_layer, x)
-        images = denormalize(x, datamodule.mean, datamodule.std)
+        images = images_hwc(x, datamodule.mean, datamodule.std)
         names = class_names(trainer, net.num_classes)
         confidence, predicted = probs.max(1)
         fig, axes = image_grid(len(images), cols=5)

@@ -6,7 +6,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from wycifar.callbacks.common import class_names, denormalize, image_grid, run_dir, save_figure
+from wycifar.callbacks.common import class_names, image_grid, images_hwc, run_dir, save_figure
+from wycifar.data.normalize import CIFAR10_MEAN, CIFAR10_STD
 
 
 class MisclassifiedReport(Callback):
@@ -15,6 +16,9 @@ class MisclassifiedReport(Callback):
     def __init__(self, num_images: int = 20, filename: str = "misclassified.png") -> None:
         self.num_images, self.filename = num_images, filename
         self.reset()
+
+    def outputs(self) -> dict[str, str]:
+        return {"misclassified": self.filename}
 
     def reset(self) -> None:
         self.images = torch.empty(0)
@@ -51,7 +55,7 @@ class MisclassifiedReport(Callback):
         names = class_names(trainer, pl_module.net.num_classes)
         mean, std = _normalisation(trainer)
         fig, axes = image_grid(len(self.conf), cols=5)
-        for ax, image, t, p, c in zip(axes, denormalize(self.images, mean, std), self.true, self.pred, self.conf):
+        for ax, image, t, p, c in zip(axes, images_hwc(self.images, mean, std), self.true, self.pred, self.conf):
             ax.imshow(image)
             ax.set_title(f"true: {names[t]}\npred: {names[p]} ({100 * c:.0f}%)", fontsize=8, color="crimson")
         fig.suptitle("Most confident mistakes on the test set")
@@ -60,7 +64,5 @@ class MisclassifiedReport(Callback):
 
 
 def _normalisation(trainer: L.Trainer):
-    from wycifar.data.loader import CIFAR10_MEAN, CIFAR10_STD
-
     datamodule = getattr(trainer, "datamodule", None)
     return getattr(datamodule, "mean", CIFAR10_MEAN), getattr(datamodule, "std", CIFAR10_STD)

@@ -59,6 +59,9 @@ class ModelSummaryReport(Callback):
         self.filename = filename
         self.done = False
 
+    def outputs(self) -> dict[str, str]:
+        return {"summary": self.filename}
+
     def _report(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.done or not trainer.is_global_zero:
             return

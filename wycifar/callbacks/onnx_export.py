@@ -20,9 +20,10 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from wycifar.callbacks.common import run_dir, tensorboard
-from wycifar.data.loader import normalize_uint8
+from wycifar.data.normalize import normalize_uint8
 from wycifar.errors import DivergenceError
 from wycifar.files import atomic_path
+from wycifar.run_dirs import model_name
 
 log = logging.getLogger("wycifar.onnx")
 
@@ -172,7 +173,7 @@ class OnnxExport(Callback):
         net = pl_module.net
         params = sum(p.numel() for p in net.parameters())
         acc = trainer.callback_metrics.get("test/acc")
-        name = f"model_{params}_{float(acc):.4f}.onnx" if acc is not None else f"model_{params}.onnx"
+        name = model_name(params, None if acc is None else float(acc), "onnx")
         path = run_dir(trainer) / name
         export_onnx(net, path, net.image_size, net.in_channels)
         self.max_error = check_onnx(net, path, self.check_batch(trainer, net))

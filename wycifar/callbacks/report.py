@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 import lightning as L
+from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import Callback
+from omegaconf import DictConfig
 
 from wycifar.callbacks.common import run_dir
 from wycifar.files import atomic_write_text
@@ -18,7 +21,29 @@ def _section(title: str, body: str) -> str:
     return f"## {title}\n\n{body}\n"
 
 
-def build_report(folder: Path, metrics: dict[str, float]) -> str:
+def outputs_of(callbacks: Iterable) -> dict[str, str]:
+    """The files report callbacks write into the run folder, by role: their `outputs()`."""
+    files: dict[str, str] = {}
+    for callback in callbacks:
+        if callable(getattr(callback, "outputs", None)):
+            files.update(callback.outputs())
+    return files
+
+
+def configured_outputs(callbacks_cfg: DictConfig | dict | None) -> dict[str, str]:
+    """The same for a run's composed `callbacks` config (its .hydra/config.yaml): each report
+    callback is built from its config (building one reads and writes nothing) and asked."""
+    callbacks = [
+        instantiate(cfg)
+        for cfg in (callbacks_cfg or {}).values()
+        if isinstance(cfg, (DictConfig, dict))
+        and "_target_" in cfg
+        and callable(getattr(get_class(cfg["_target_"]), "outputs", None))
+    ]
+    return outputs_of(callbacks)
+
+
+def build_report(folder: Path, metrics: dict[str, float], files: dict[str, str]) -> str:
     svgs = sorted(folder.glob("model_*.onnx.svg"))
     onnx_files = sorted(folder.glob("model_*.onnx"))
     parts = ["# WyCifar run report\n"]
@@ -31,33 +56,37 @@ def build_report(folder: Path, metrics: dict[str, float]) -> str:
     if onnx_files:
         network.append(f"ONNX model: `{onnx_files[-1].name}`")
     parts.append(_section("1. Network Architecture", "\n\n".join(network) or "_not exported in this run_"))
-    summary = folder / "summary.txt"
+
+    def present(role: str) -> str | None:
+        return files[role] if role in files and (folder / files[role]).exists() else None
+
+    summary = folder / files.get("summary", "")
     parts.append(
         _section(
             "2. Parameters And Model Summary",
-            f"```\n{summary.read_text().rstrip()}\n```" if summary.exists() else "_no summary_",
+            f"```\n{summary.read_text().rstrip()}\n```" if present("summary") else "_no summary_",
         )
     )
     parts.append(
         _section(
             "3. Model Performance",
-            "![curves](curves.png)" if (folder / "curves.png").exists() else "_no training in this run_",
+            f"![curves]({present('curves')})" if present("curves") else "_no training in this run_",
         )
     )
-    epochs = folder / "epochs.md"
+    epochs = present("epochs_md")
     parts.append(
-        _section("4. Training Logs", epochs.read_text().rstrip() if epochs.exists() else "_no training in this run_")
+        _section("4. Training Logs", (folder / epochs).read_text().rstrip() if epochs else "_no training in this run_")
     )
-    for number, (title, image) in enumerate(
+    for number, (title, role) in enumerate(
         (
-            ("GradCam Output", "gradcam.png"),
-            ("Incorrect Predictions", "misclassified.png"),
-            ("Confusion Matrix", "confusion_matrix.png"),
+            ("GradCam Output", "gradcam"),
+            ("Incorrect Predictions", "misclassified"),
+            ("Confusion Matrix", "confusion_matrix"),
         ),
         start=5,
     ):
-        body = f"![{image[:-4]}]({image})" if (folder / image).exists() else "_not drawn in this run_"
-        parts.append(_section(f"{number}. {title}", body))
+        image = present(role)
+        parts.append(_section(f"{number}. {title}", f"![{role}]({image})" if image else "_not drawn in this run_"))
     return "\n".join(parts)
 
 
@@ -67,10 +96,13 @@ class RunReport(Callback):
     def __init__(self, filename: str = "report.md") -> None:
         self.filename = filename
 
+    def outputs(self) -> dict[str, str]:
+        return {"report": self.filename}
+
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
         folder = run_dir(trainer)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        atomic_write_text(folder / self.filename, build_report(folder, metrics))
+        atomic_write_text(folder / self.filename, build_report(folder, metrics, outputs_of(trainer.callbacks)))
         log.info("report: %s", folder / self.filename)

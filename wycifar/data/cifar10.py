@@ -8,7 +8,8 @@ import lightning as L
 import torch
 
 from wycifar.data.augment import AugmentConfig
-from wycifar.data.loader import CIFAR10_MEAN, CIFAR10_STD, TensorLoader
+from wycifar.data.loader import TensorLoader
+from wycifar.data.normalize import CIFAR10_MEAN, CIFAR10_STD
 from wycifar.data.sources import Split, load_split
 from wycifar.errors import ConfigError, check_whole_number
 

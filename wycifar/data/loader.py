@@ -14,16 +14,7 @@ from collections.abc import Iterator
 import torch
 
 from wycifar.data.augment import AugmentConfig, augment_batch
-
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-
-
-def normalize_uint8(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """uint8 [N, C, H, W] in 0..255 -> float, standardised per channel (mean/std given in 0..1)."""
-    mean_t = torch.tensor(mean, device=images.device).view(1, -1, 1, 1) * 255
-    std_t = torch.tensor(std, device=images.device).view(1, -1, 1, 1) * 255
-    return (images.float() - mean_t) / std_t
+from wycifar.data.normalize import CIFAR10_MEAN, CIFAR10_STD, channel_stats
 
 
 class TensorLoader:
@@ -40,7 +31,6 @@ class TensorLoader:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
-        drop_last: bool = False,
         channels_last: bool = False,
         device: torch.device | str = "cpu",
     ) -> None:
@@ -50,10 +40,8 @@ class TensorLoader:
         self.batch_size = batch_size
         self.train = train
         self.augment = augment if train else None
-        self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1) * 255
-        self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1) * 255
+        self.mean, self.std = channel_stats(mean, std, self.device, scale=255)
         self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.drop_last = drop_last
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.epoch = 0
         self._skip: tuple[int, int] | None = None
@@ -85,7 +73,7 @@ class TensorLoader:
 
     def __len__(self) -> int:
         size = self._shard_size()
-        return size // self.batch_size if self.drop_last else math.ceil(size / self.batch_size)
+        return math.ceil(size / self.batch_size)
 
     def _indices(self) -> torch.Tensor:
         n = len(self.labels)

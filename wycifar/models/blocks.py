@@ -43,11 +43,6 @@ def make_norm(kind: str, channels: int, gn_groups: int = 8) -> nn.Module:
     return nn.GroupNorm(1, channels)
 
 
-def is_depthwise(module: nn.Module) -> bool:
-    """A convolution with one filter group per input channel."""
-    return isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels
-
-
 class WyConv2d(nn.Module):
     """A bias-free convolution: `vanilla` (dense), `depthwise` (groups = gcd(in, out)) or
     `depthwise_separable` (depthwise, then pointwise 1x1). A 1x1 kernel is one dense conv (the

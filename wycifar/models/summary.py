@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from wycifar.models.modes import eval_mode
+
 CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 
@@ -113,16 +115,13 @@ def summarize(model: nn.Module, input_shape: tuple[int, int, int] = (3, 32, 32))
         if module is model or type(module) in CONTAINERS:
             continue
         hooks.append(module.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
     try:
         device = next(model.parameters()).device
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(torch.zeros(1, *input_shape, device=device))
     finally:
         for h in hooks:
             h.remove()
-        model.train(was_training)
 
     # the parameters of the layers that ran, as the table lists them
     used = {id(p): p for module in ran for p in module.parameters(recurse=False)}.values()

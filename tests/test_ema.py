@@ -38,7 +38,7 @@ def test_bad_decay_is_refused_before_training(tmp_path: Path):
     from wycifar.errors import ConfigError
 
     cfg = compose_train(tmp_path, ["callbacks=[default,ema]", "callbacks.ema.decay=1.5", "trainer.accelerator=cpu"])
-    with pytest.raises(ConfigError, match=r"^callbacks.ema.decay=1.5 is invalid: allowed 0 < decay < 1"):
+    with pytest.raises(ConfigError, match=r"^callbacks.ema.decay=1.5 is not allowed; it must be a number > 0 and < 1"):
         train(cfg)
 
 

@@ -57,5 +57,5 @@ def test_threads_must_be_a_positive_whole_number():
     configure_process(1, False)
     assert torch.get_num_threads() == 1
     configure_process(threads, False)
-    with pytest.raises(ConfigError, match=r"threads=0 is not allowed; it must be a whole number >= 1, or null"):
+    with pytest.raises(ConfigError, match=r"threads=0 is not allowed; it must be a whole number >= 1"):
         configure_process(0, False)

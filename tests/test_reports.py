@@ -149,7 +149,7 @@ def test_eval_reproduces_the_test_accuracy(run, tmp_path):
     for name in ["gradcam.png", "misclassified.png", "confusion_matrix.png", "report.md", "summary.txt"]:
         assert (tmp_path / "run" / name).is_file(), name
     bad = compose_train(tmp_path / "bad", [f"ckpt_path={best}", "threads=0"], config_name="eval")
-    with pytest.raises(ConfigError, match="threads=0 is not allowed; it must be a whole number >= 1, or null"):
+    with pytest.raises(ConfigError, match="threads=0 is not allowed; it must be a whole number >= 1"):
         evaluate(bad)
 
 

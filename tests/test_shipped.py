@@ -11,8 +11,8 @@ import pytest
 import torch
 from conftest import REAL_CIFAR, ROOT, compose_train
 
-from wycifar.callbacks.onnx_export import check_onnx
 from wycifar.checkpoints import load_module
+from wycifar.models.onnx import check_onnx
 from wycifar.run_dirs import MODEL_NAME
 
 RESULTS = ROOT / "results"

@@ -1,6 +1,7 @@
 """wycifar: a small, fast CIFAR-10 classifier of dilated and depthwise-separable convolutions."""
 
 import os
+from importlib.metadata import version
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -8,7 +9,7 @@ from omegaconf import OmegaConf
 from wycifar.precision import best_precision
 from wycifar.run_dirs import claim_dir
 
-__version__ = "0.1.0"
+__version__ = version("wycifar")  # pyproject.toml holds the one number
 
 OmegaConf.register_new_resolver("best_precision", best_precision, replace=True)
 

@@ -13,7 +13,7 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from wycifar.checkpoints import load_teacher
-from wycifar.errors import ConfigError, WycifarError
+from wycifar.errors import ConfigError, WycifarError, check_number, check_whole_number
 from wycifar.module import WyCifarModule
 
 log = logging.getLogger(__name__)
@@ -39,16 +39,11 @@ def instantiate_checked(cfg, key: str, **kwargs):
 
 def check_optimizer(optimizer_cfg: dict) -> None:
     """Catch what SGD would only reject once training has started."""
-    rules = {"lr": (0, None), "momentum": (0, 1), "weight_decay": (0, None), "dampening": (0, 1)}
-    for key, (low, high) in rules.items():
-        if key not in optimizer_cfg:
-            continue
-        value = optimizer_cfg[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"optimizer.{key}={value!r} is not allowed; it must be a number")
-        if value < low or (high is not None and value >= high):
-            allowed = f">= {low}" if high is None else f"in [{low}, {high})"
-            raise ConfigError(f"optimizer.{key}={value!r} is not allowed; it must be {allowed}")
+    below_one = {"maximum": 1, "exclusive_max": True}
+    rules = {"lr": {}, "momentum": below_one, "weight_decay": {}, "dampening": below_one}
+    for key, bounds in rules.items():
+        if key in optimizer_cfg:
+            check_number(f"optimizer.{key}", optimizer_cfg[key], minimum=0, **bounds)
 
 
 def build_module(cfg: DictConfig) -> WyCifarModule:
@@ -124,8 +119,8 @@ def map_gpus(trainer_cfg: dict) -> dict:
 def build_trainer(trainer_cfg: DictConfig, callbacks: list[Callback], loggers: list[Logger]) -> L.Trainer:
     cfg = map_gpus(plain(trainer_cfg))
     max_epochs = cfg.get("max_epochs")
-    if max_epochs is not None and (not isinstance(max_epochs, int) or max_epochs < 0):
-        raise ConfigError(f"trainer.max_epochs={max_epochs!r} is not allowed; it must be a whole number >= 0")
+    if max_epochs is not None:
+        check_whole_number("trainer.max_epochs", max_epochs, minimum=0)
     if cfg.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(
             f"trainer.accelerator={cfg['accelerator']} asks for a GPU, but this machine has none; use trainer.accelerator=cpu"

@@ -24,7 +24,9 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 class WyCifarModule(L.LightningModule):
     """Wraps WyCifarNet(**net). `optimizer` and `scheduler` are Hydra dicts (`_target_`,
     `_partial_`) kept as plain data so that checkpoints hold no pickled objects. The optimiser's
-    `lr` is the peak learning rate; the schedule gives fractions of it."""
+    `lr` is the peak learning rate; the schedule gives fractions of it. The defaults are the
+    reference's (no label smoothing, decay on every parameter); conf/train.yaml's `module` holds the
+    default recipe's."""
 
     def __init__(
         self,

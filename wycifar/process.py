@@ -9,7 +9,7 @@ import logging
 import torch
 
 from wycifar.console import quiet_notices
-from wycifar.errors import ConfigError
+from wycifar.errors import check_whole_number
 
 log = logging.getLogger("wycifar.process")
 
@@ -36,8 +36,7 @@ def keep_freed_memory() -> bool:
 def configure_process(threads: int | None, keep_freed: bool) -> None:
     quiet_notices()
     if threads is not None:
-        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-            raise ConfigError(f"threads={threads!r} is not allowed; it must be a whole number >= 1, or null")
+        check_whole_number("threads", threads)
         torch.set_num_threads(threads)
     if keep_freed and not keep_freed_memory():
         log.info("keep_freed_memory: not a glibc C library here, the allocator is left as it is")

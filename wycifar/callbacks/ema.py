@@ -7,7 +7,7 @@ from functools import partial
 import torch
 from lightning.pytorch.callbacks import WeightAveraging
 
-from wycifar.errors import ConfigError, check_whole_number
+from wycifar.errors import check_number, check_whole_number
 
 
 def warmup_ema(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor, *, decay: float):
@@ -22,8 +22,7 @@ class WarmupEMA(WeightAveraging):
     exponential average whose decay warms up, updated every `update_every_n_steps` steps."""
 
     def __init__(self, decay: float = 0.999, update_every_n_steps: int = 1, **kwargs):
-        if not 0.0 < decay < 1.0:
-            raise ConfigError(f"callbacks.ema.decay={decay!r} is invalid: allowed 0 < decay < 1")
+        check_number("callbacks.ema.decay", decay, minimum=0, inclusive=False, maximum=1, exclusive_max=True)
         check_whole_number("callbacks.ema.update_every_n_steps", update_every_n_steps)
         super().__init__(avg_fn=partial(warmup_ema, decay=decay), **kwargs)
         self.update_every_n_steps = update_every_n_steps

@@ -108,7 +108,7 @@ def skip_projection(
 class WyResidual(nn.Module):
     """act(norm2(conv2(act(norm1(conv1(x))))) + skip(x)).
 
-    conv1 may downsample (by its dilation or its stride). `downsample` is the skip's projection
+    conv1 may downsample (by its dilation or its stride). `skip` is the shortcut's projection
     (None: the identity where the shape is unchanged, no skip where it changes)."""
 
     def __init__(
@@ -122,7 +122,7 @@ class WyResidual(nn.Module):
         stride: int = 1,
         padding: int = 1,
         dilation: int = 1,
-        downsample: nn.Module | None = None,
+        skip: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.activation = activation
@@ -131,7 +131,7 @@ class WyResidual(nn.Module):
         self.conv2 = WyConv2d(out_channels, out_channels, conv=conv)
         self.norm2 = norm_layer(out_channels)
         self.identity_skip = in_channels == out_channels and stride == 1 and dilation == 1
-        self.skip = downsample
+        self.skip = skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.activation(self.norm1(self.conv1(x)))

@@ -1,0 +1,5 @@
+"""python -m wycifar.bench [overrides]"""
+
+from wycifar.bench import main
+
+main()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -50,6 +52,26 @@ def finish(process: subprocess.Popen, timeout: float = 600) -> subprocess.Comple
 def run_command(*args, module: str | None = "wycifar.train", cwd: Path = ROOT, timeout: float = 600, env=None):
     """Run a command to its end: returns its exit status, stdout and stderr (CompletedProcess)."""
     return finish(start_command(*args, module=module, cwd=cwd, env=env), timeout)
+
+
+def run_main(main, *args) -> subprocess.CompletedProcess:
+    """A command's `main()` called in this process with ARGS as its command line, as
+    `python -m <module> ARGS` runs it but without a Python start: its exit status and what it
+    printed (CompletedProcess, as run_command)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    saved_argv, out, err, code = sys.argv, io.StringIO(), io.StringIO(), 0
+    sys.argv = [main.__module__, *map(str, args)]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main()
+            except SystemExit as stop:
+                code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    finally:
+        sys.argv = saved_argv
+        GlobalHydra.instance().clear()
+    return subprocess.CompletedProcess(sys.argv, code, out.getvalue(), err.getvalue())
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, fragment: str, code: int = 2) -> str:

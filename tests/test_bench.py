@@ -1,34 +1,26 @@
 """python -m wycifar.bench prints the three rates, their ratios and one JSON line (no timing asserts)."""
 
 import json
-import subprocess
-import sys
 
 import pytest
-from conftest import ROOT, compose_train
+from conftest import ROOT, compose_train, run_main
 
+from wycifar.bench import main as bench_main
 from wycifar.bench import run_bench
 from wycifar.errors import ConfigError
 
 
 def bench(tmp_path, *overrides):
-    """python -m wycifar.bench on a tiny CPU setting, its run folder in tmp_path; stdout lines and the JSON figures."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "wycifar.bench",
-            "data.batch_size=16",
-            "model.base_width=8",
-            "trainer.accelerator=cpu",
-            f"hydra.run.dir={tmp_path}",
-            "callbacks.progress_bar.refresh_rate=0",
-            *overrides,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    """python -m wycifar.bench (its main(), in this process) on a tiny CPU setting, its run folder
+    in tmp_path; stdout lines and the JSON figures."""
+    result = run_main(
+        bench_main,
+        "data.batch_size=16",
+        "model.base_width=8",
+        "trainer.accelerator=cpu",
+        f"hydra.run.dir={tmp_path}",
+        "callbacks.progress_bar.refresh_rate=0",
+        *overrides,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.strip().splitlines()

@@ -1,19 +1,18 @@
 """Every checkpoint wycifar reads, for resuming, evaluating, predicting or shipping, goes through one
 loader: a damaged or foreign file is one line naming the file and what is wrong, exit status 2."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, TINY, compose_train, make_image_folder
+from conftest import TINY, compose_train, make_image_folder, run_main
 
 from wycifar.checkpoints import load_module, read_checkpoint
 from wycifar.cli import run_cli
 from wycifar.eval import evaluate
 from wycifar.predict import predict
 from wycifar.ship import ship
+from wycifar.train import main as train_main
 from wycifar.train import train
 
 MARKER = Path("/tmp/wycifar-checkpoint-ran-code")
@@ -107,21 +106,13 @@ def test_shipping_reads_through_the_same_loader(tmp_path: Path, files, capsys):
 
 
 def test_resuming_from_a_damaged_file_prints_no_traceback(files, tmp_path: Path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "wycifar.train",
-            f"ckpt_path={files['truncated']}",
-            f"data.root={files['data']}",
-            f"paths.log_dir={tmp_path}",
-            f"paths.cache_dir={tmp_path}/cache",
-            "trainer.accelerator=cpu",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_main(
+        train_main,
+        f"ckpt_path={files['truncated']}",
+        f"data.root={files['data']}",
+        f"paths.log_dir={tmp_path}",
+        f"paths.cache_dir={tmp_path}/cache",
+        "trainer.accelerator=cpu",
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: checkpoint '{files['truncated']}' is not a")

@@ -6,14 +6,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_command, run_main
 
 from wycifar import cli
+from wycifar.train import main as train_main
 
 BIN = Path(sys.executable).parent
 
 
 def command(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / name), *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    """The installed console command NAME, run from `cwd` as a user would."""
+    return run_command(BIN / name, *args, module=None, cwd=cwd, timeout=300)
 
 
 @pytest.mark.slow
@@ -36,7 +39,8 @@ def test_configs_come_with_the_package_and_a_users_own_folder_adds_to_them(tmp_p
     # the package's configs (batch 64), the user's experiment and a command-line override, composed
     for line in ("batch_size: 64", "base_width: 48", "task_name: wide", "activation: relu"):
         assert line in own.stdout, line
-    search = command("wycifar-train", "--info", "searchpath", cwd=tmp_path)
+    # the same entry point's search path, asked in this process (no second Python start)
+    search = run_main(train_main, "--info", "searchpath")
     assert search.returncode == 0 and "pkg://wycifar.conf" in search.stdout, search.stderr
 
 

@@ -45,7 +45,7 @@ def test_compiled_fit_matches_eager_and_saves_the_plain_network(tmp_path: Path, 
     assert logits.shape == (1, 10)
 
 
-def test_a_run_trained_compiled_is_loaded_and_shipped_uncompiled(tmp_path: Path, tiny_data: Path):
+def test_a_run_trained_compiled_is_loaded_and_shipped_uncompiled(tmp_path: Path, tiny_data: Path, monkeypatch):
     """Compiling is how a run went, not part of the model: evaluation and prediction of a shipped
     model must not start a compiler (a minute, and a C++ compiler on the CPU)."""
     train(compose_train(tmp_path, [*TINY, f"data.root={tiny_data}", "trainer.max_epochs=1", "test=false"]))
@@ -56,9 +56,15 @@ def test_a_run_trained_compiled_is_loaded_and_shipped_uncompiled(tmp_path: Path,
 
     module = load_module(trained_compiled).eval()
     assert module.hparams.compile is False
+
+    def no_compiler(*args, **kwargs):
+        raise AssertionError("torch.compile was called")
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
     with torch.no_grad():
-        module(torch.zeros(2, 3, 32, 32))
-    assert not module._compiled  # ran eagerly
+        logits = module(torch.zeros(2, 3, 32, 32))  # runs eagerly: no compiler started
+    assert torch.equal(logits, module.net(torch.zeros(2, 3, 32, 32)))
+    monkeypatch.undo()
     assert load_module(trained_compiled, compile=True).hparams.compile is True  # when asked
 
     shipped = torch.load(slim_checkpoint(trained_compiled, tmp_path / "shipped.ckpt"), weights_only=True)

@@ -1,16 +1,14 @@
 """python -m wycifar.predict with a trained checkpoint; safe checkpoint loading."""
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, TINY, compose_train, make_image_folder
+from conftest import ROOT, TINY, compose_train, make_image_folder, run_main
 from PIL import Image
 
 from wycifar.checkpoints import load_module, slim_checkpoint
 from wycifar.predict import bundled_model
+from wycifar.predict import main as predict_main
 from wycifar.train import train
 
 
@@ -38,10 +36,9 @@ def model(tmp_path_factory):
     return {"slim": slim, "full": ckpt, "data": data, "tmp": tmp, "acc": metrics["test/acc"]}
 
 
-def run_predict(*args, cwd=ROOT):
-    return subprocess.run(
-        [sys.executable, "-m", "wycifar.predict", *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=300
-    )
+def run_predict(*args):
+    """`python -m wycifar.predict ARGS`, its main() run in this process."""
+    return run_main(predict_main, *args)
 
 
 def test_slim_checkpoint_is_small_and_loads_weights_only(model):

@@ -11,6 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from conftest import TINY, compose_train, evaluate_checkpoint, make_image_folder
+from omegaconf import OmegaConf
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -207,3 +208,22 @@ def test_epochs_without_validation_show_no_stale_validation_numbers(tmp_path):
     curves = next(c for c in objects["trainer"].callbacks if isinstance(c, LearningCurves))
     assert [epoch for epoch, _ in curves.history["val/acc"]] == [2, 4]
     assert [epoch for epoch, _ in curves.history["train/acc"]] == [1, 2, 3, 4]
+
+
+def test_reports_follow_their_names_into_report_md_and_ship(tmp_path):
+    """A report file named by its callback's config is the one report.md shows and ship copies."""
+    from wycifar.ship import ship
+
+    data = make_image_folder(tmp_path / "data", train_per_class=8, test_per_class=4)
+    names = ["+callbacks.gradcam.filename=cam.png", "+callbacks.confusion_matrix.filename=cm.png"]
+    cfg = compose_train(tmp_path, [*TINY, f"data.root={data}", "trainer.max_epochs=1", "logger=none", *names])
+    train(cfg)
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir()  # what Hydra writes for a run from the command line
+    OmegaConf.save(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), run / ".hydra" / "config.yaml")
+    assert {"cam.png", "cm.png", "cm.csv"} <= {p.name for p in run.iterdir()}
+    assert not (run / "gradcam.png").exists() and not (run / "confusion_matrix.png").exists()
+    report = (run / "report.md").read_text()
+    assert "](cam.png)" in report and "](cm.png)" in report and "not drawn in this run" not in report
+    shipped = {p.name for p in ship(run, tmp_path / "results", model=True)}
+    assert {"cam.png", "cm.png", "cm.csv", "report.md", "epochs.md", "summary.txt"} <= shipped

@@ -2,14 +2,13 @@
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TINY, compose_train, make_image_folder
+from conftest import TINY, compose_train, make_image_folder, run_main
 
 from wycifar.ship import main as ship_main
+from wycifar.train import main as train_main
 from wycifar.train import train
 
 QUICK = [
@@ -21,10 +20,9 @@ QUICK = [
 ]
 
 
-def run_train(*overrides, timeout=600):
-    return subprocess.run(
-        [sys.executable, "-m", "wycifar.train", *overrides], cwd=ROOT, capture_output=True, text=True, timeout=timeout
-    )
+def run_train(*overrides):
+    """`python -m wycifar.train OVERRIDES`, its main() run in this process."""
+    return run_main(train_main, *overrides)
 
 
 def sweep_root(log_dir: Path) -> Path:
@@ -104,6 +102,7 @@ def test_slurm_launcher_config_composes(tmp_path: Path):
     assert launcher.timeout_min > 0 and launcher.mem_gb > 0
 
 
+@pytest.mark.slow  # two spawned training processes: about 40 s on 2 cores
 def test_ddp_sim_trains_and_reports_once(tmp_path: Path):
     data = make_image_folder(tmp_path / "data", train_per_class=16, test_per_class=6)
     cfg = compose_train(
@@ -158,5 +157,5 @@ def test_ship_copies_a_run_into_results(tmp_path: Path, tiny_data: Path, capsys)
     with pytest.raises(SystemExit) as bad:
         ship_main([str(tmp_path / "results"), str(tmp_path / "elsewhere")])
     err = capsys.readouterr().err
-    assert bad.value.code == 2 and err.count("\n") == 1 and "not a finished wycifar.train run" in err
+    assert bad.value.code == 2 and err.count("\n") == 1 and "not a wycifar.train run folder" in err
     assert not (tmp_path / "elsewhere").exists()

@@ -1,12 +1,11 @@
 """scripts/time_to_accuracy.py: real trainings, timed, their accuracy read back from the run folders."""
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, make_image_folder
+from conftest import ROOT, make_image_folder, run_command
 
 SCRIPT = ROOT / "scripts" / "time_to_accuracy.py"
 TINY_CLI = [
@@ -25,8 +24,8 @@ TINY_CLI = [
 def test_each_seed_is_timed_and_its_accuracy_read_back(tmp_path: Path):
     data = make_image_folder(tmp_path / "data", train_per_class=8, test_per_class=4)
     out = tmp_path / "tta"
-    args = [sys.executable, str(SCRIPT), "--seeds", "3", "--out", str(out), "--", *TINY_CLI, f"data.root={data}"]
-    result = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    args = [sys.executable, SCRIPT, "--seeds", "3", "--out", out, "--", *TINY_CLI, f"data.root={data}"]
+    result = run_command(*args, module=None, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     (run,) = json.loads((out / "time_to_accuracy.json").read_text())["runs"]
     metrics = json.loads((out / "seed3" / "metrics.json").read_text())["metrics"]
@@ -39,8 +38,8 @@ def test_each_seed_is_timed_and_its_accuracy_read_back(tmp_path: Path):
 
 @pytest.mark.slow
 def test_a_failing_training_stops_with_its_log_named(tmp_path: Path):
-    args = [sys.executable, str(SCRIPT), "--seeds", "0", "--out", str(tmp_path), "--", "model.norm=xyz"]
-    result = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    args = [sys.executable, SCRIPT, "--seeds", "0", "--out", tmp_path, "--", "model.norm=xyz"]
+    result = run_command(*args, module=None, cwd=tmp_path, timeout=300)
     assert result.returncode != 0
     assert f"error: seed 0 failed with exit status 2; its output is in {tmp_path}/seed0.log" in result.stderr
     assert "model.norm='xyz' is not allowed" in (tmp_path / "seed0.log").read_text()

@@ -1,15 +1,14 @@
 """Real Lightning fits from the real composed config."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, TINY, assert_resume_matches_straight, compose_train, link_real_subset
+from conftest import TINY, assert_resume_matches_straight, compose_train, link_real_subset, run_main
 
 from wycifar.builders import map_gpus
 from wycifar.errors import ConfigError
+from wycifar.train import main as train_main
 from wycifar.train import train
 
 
@@ -85,6 +84,7 @@ def test_loss_falls_step_by_step(tmp_path: Path, tiny_data: Path):
     assert record.losses[-1] < record.losses[0] - 0.3, record.losses
 
 
+@pytest.mark.slow  # 4,000 real images through the full network: about 35 s on 2 cores
 def test_one_real_epoch_beats_chance(tmp_path: Path, real_data: Path):
     subset = link_real_subset(tmp_path / "cifar", train_per_class=400, test_per_class=100)
     cfg = compose_train(
@@ -129,21 +129,13 @@ def test_gpus_without_gpu_is_a_clear_error():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
 def test_cli_gpus_flag_fails_cleanly_on_cpu(tmp_path: Path, tiny_data: Path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "wycifar.train",
-            "model=dws_dilated",
-            "trainer.gpus=1",
-            f"data.root={tiny_data}",
-            f"paths.log_dir={tmp_path}",
-            f"paths.cache_dir={tmp_path}/cache",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_main(
+        train_main,
+        "model=dws_dilated",
+        "trainer.gpus=1",
+        f"data.root={tiny_data}",
+        f"paths.log_dir={tmp_path}",
+        f"paths.cache_dir={tmp_path}/cache",
     )
     assert result.returncode == 2, result.stderr
     assert "deprecated" in result.stdout + result.stderr

@@ -14,6 +14,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from wycifar.errors import ConfigError
+from wycifar.files import atomic_write_text
 from wycifar.run_dirs import SWEEP_MARKERS, holds_results, is_inside, is_secondary_rank, resolve_ckpt_path
 
 
@@ -109,7 +110,7 @@ class SweepSummary(Callback):
         writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-        (root / f"{self.filename}.csv").write_text(buffer.getvalue())
+        atomic_write_text(root / f"{self.filename}.csv", buffer.getvalue())
 
         def pct(value: Any) -> str:
             return f"{100 * value:.2f}%" if isinstance(value, (int, float)) else ""
@@ -129,5 +130,5 @@ class SweepSummary(Callback):
             f"{pct(r['test_acc'])} | {num(r['time_s'])} | {r['status']} |"
             for r in rows
         ]
-        (root / f"{self.filename}.md").write_text("\n".join(lines) + "\n")
+        atomic_write_text(root / f"{self.filename}.md", "\n".join(lines) + "\n")
         print("\n".join(lines), flush=True)

@@ -34,7 +34,8 @@ def bundled_model() -> Path:
     return Path(str(found[-1]))
 
 
-def predict(paths: list[str], ckpt: str | None, top_k: int = 3, out=sys.stdout, err=sys.stderr) -> int:
+def predict(paths: list[str], ckpt: str | None, top_k: int = 3, out=None, err=None) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
     ckpt_path = Path(ckpt) if ckpt else bundled_model()
     checkpoint = read_checkpoint(ckpt_path)
     module = module_from(checkpoint, ckpt_path).eval()

@@ -68,7 +68,7 @@ def test_predict_prints_class_and_top3_and_survives_bad_files(model, tmp_path):
     bad = tmp_path / "notes.txt"
     bad.write_text("not an image")
     result = run_predict(good, bad, big, gray, tmp_path / "missing.png", "--ckpt", model["slim"])
-    assert result.returncode == 1
+    assert result.returncode == 2
     lines = result.stdout.strip().splitlines()
     assert [line.split(":")[0] for line in lines] == [str(good), str(big), str(gray)]
     for line in lines:

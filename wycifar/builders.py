@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelChec
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
+import wycifar.resolvers  # noqa: F401 - conf/'s resolvers, before any config is composed
 from wycifar.checkpoints import load_teacher
 from wycifar.errors import ConfigError, WycifarError, check_number, check_whole_number
 from wycifar.module import WyCifarModule

@@ -1,7 +1,9 @@
 """python -m wycifar.predict IMAGE [IMAGE ...]: the class and top-3 probabilities of each image.
 
-Any size or format Pillow reads is resized to the model's input size. A file that cannot be read
-gets one error line and the others are still predicted; the exit status is 1 if any failed.
+With a checkpoint (--ckpt, or the bundled model) the network runs in PyTorch; with an exported
+model (--onnx) it runs in onnxruntime, and torch, Lightning and Hydra are never imported. Any size
+or format Pillow reads is resized to the model's input size. A file that cannot be read gets one
+error line and the others are still predicted; the exit status is 2 if any failed.
 """
 
 from __future__ import annotations
@@ -11,14 +13,13 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-import torch
+import numpy as np
 
-from wycifar.checkpoints import module_from, read_checkpoint
 from wycifar.cli import run_cli
-from wycifar.data.normalize import CIFAR10_MEAN, CIFAR10_STD, normalize_uint8
-from wycifar.data.sources import decode_image
 from wycifar.errors import ConfigError
+from wycifar.images import decode_image
 from wycifar.run_dirs import parse_model_name
+from wycifar.runtime import Classifier, ranked_line
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -34,31 +35,49 @@ def bundled_model() -> Path:
     return Path(str(found[-1]))
 
 
-def predict(paths: list[str], ckpt: str | None, top_k: int = 3, out=None, err=None) -> int:
-    out, err = out or sys.stdout, err or sys.stderr
+def torch_model(ckpt: str | None):
+    """(probabilities of a uint8 [1, H, W, 3] image, classes, input size) of a checkpoint's network."""
+    import torch
+
+    from wycifar.checkpoints import module_from, read_checkpoint
+    from wycifar.data.normalize import CIFAR10_MEAN, CIFAR10_STD, normalize_uint8
+
     ckpt_path = Path(ckpt) if ckpt else bundled_model()
     checkpoint = read_checkpoint(ckpt_path)
     module = module_from(checkpoint, ckpt_path).eval()
     extras = checkpoint.get("wycifar", {})
-    classes = extras.get("classes", CIFAR10_CLASSES)
     mean, std = tuple(extras.get("mean", CIFAR10_MEAN)), tuple(extras.get("std", CIFAR10_STD))
-    size = module.net.image_size
+
+    def probabilities(images: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(images).permute(0, 3, 1, 2)
+        with torch.no_grad():
+            return module(normalize_uint8(x, mean, std)).float().softmax(1).double().numpy()
+
+    return probabilities, extras.get("classes", CIFAR10_CLASSES), module.net.image_size
+
+
+def predict(
+    paths: list[str], ckpt: str | None = None, top_k: int = 3, out=None, err=None, onnx: str | None = None
+) -> int:
+    """Prints a line per image; returns the exit status (2 if any image could not be read)."""
+    out, err = out or sys.stdout, err or sys.stderr
+    if onnx:
+        model = Classifier(onnx)
+        probabilities, classes, size = model.probabilities, model.classes, model.image_size
+    else:
+        probabilities, classes, size = torch_model(ckpt)
     failures = 0
     for path in paths:
         try:
             if not Path(path).is_file():
                 raise ConfigError(f"{path}: no such file")
-            image = torch.from_numpy(decode_image(Path(path), size)).permute(2, 0, 1)[None]
+            image = decode_image(Path(path), size)
         except ConfigError as error:
             print(f"error: {error}", file=err, flush=True)
             failures += 1
             continue
-        with torch.no_grad():
-            probs = module(normalize_uint8(image, mean, std)).float().softmax(1)[0]
-        values, indices = probs.topk(min(top_k, len(probs)))
-        ranked = ", ".join(f"{classes[i]} {100 * v:.1f}%" for v, i in zip(values.tolist(), indices.tolist()))
-        print(f"{path}: {classes[indices[0]]} ({ranked})", file=out, flush=True)
-    return 1 if failures else 0
+        print(ranked_line(path, probabilities(image[None])[0], classes, top_k), file=out, flush=True)
+    return 2 if failures else 0
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -67,11 +86,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--ckpt", default=None, help="a wycifar checkpoint (default: the default recipe's shipped model)"
     )
+    parser.add_argument("--onnx", default=None, help="an exported ONNX model, run in onnxruntime without torch")
     parser.add_argument("--top-k", type=int, default=3, help="how many classes to list (default 3)")
     args = parser.parse_args(argv)
     if args.top_k < 1:
         parser.error(f"--top-k={args.top_k} is not allowed; it must be >= 1")
-    sys.exit(run_cli(lambda: predict(args.images, args.ckpt, args.top_k)))
+    if args.onnx and args.ckpt:
+        parser.error("give --onnx or --ckpt, not both")
+    sys.exit(run_cli(lambda: predict(args.images, args.ckpt, args.top_k, onnx=args.onnx)))
 
 
 if __name__ == "__main__":

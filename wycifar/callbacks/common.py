@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from wycifar.data.normalize import denormalize  # noqa: E402
+from wycifar.data.normalize import CIFAR10_MEAN, CIFAR10_STD, denormalize  # noqa: E402
 from wycifar.files import atomic_path  # noqa: E402
 
 
@@ -51,6 +51,12 @@ def images_hwc(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...])
     """Normalised [N, C, H, W] batch -> float HWC images in [0, 1] (what show_cam_on_image and
     matplotlib want)."""
     return denormalize(x, mean, std).permute(0, 2, 3, 1).numpy()
+
+
+def normalisation(trainer: L.Trainer) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) of the data module's input normalisation (CIFAR-10's without one)."""
+    datamodule = getattr(trainer, "datamodule", None)
+    return tuple(getattr(datamodule, "mean", CIFAR10_MEAN)), tuple(getattr(datamodule, "std", CIFAR10_STD))
 
 
 def class_names(trainer: L.Trainer, num_classes: int) -> list[str]:

@@ -6,8 +6,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from wycifar.callbacks.common import class_names, image_grid, images_hwc, run_dir, save_figure
-from wycifar.data.normalize import CIFAR10_MEAN, CIFAR10_STD
+from wycifar.callbacks.common import class_names, image_grid, images_hwc, normalisation, run_dir, save_figure
 
 
 class MisclassifiedReport(Callback):
@@ -53,7 +52,7 @@ class MisclassifiedReport(Callback):
         if not trainer.is_global_zero or trainer.fast_dev_run or not len(self.conf):
             return
         names = class_names(trainer, pl_module.net.num_classes)
-        mean, std = _normalisation(trainer)
+        mean, std = normalisation(trainer)
         fig, axes = image_grid(len(self.conf), cols=5)
         for ax, image, t, p, c in zip(axes, images_hwc(self.images, mean, std), self.true, self.pred, self.conf):
             ax.imshow(image)
@@ -61,8 +60,3 @@ class MisclassifiedReport(Callback):
         fig.suptitle("Most confident mistakes on the test set")
         fig.tight_layout()
         save_figure(fig, run_dir(trainer) / self.filename, trainer, "report/misclassified")
-
-
-def _normalisation(trainer: L.Trainer):
-    datamodule = getattr(trainer, "datamodule", None)
-    return getattr(datamodule, "mean", CIFAR10_MEAN), getattr(datamodule, "std", CIFAR10_STD)

@@ -11,12 +11,13 @@ import onnx
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from wycifar.callbacks.common import run_dir, tensorboard
+from wycifar.callbacks.common import class_names, normalisation, run_dir, tensorboard
 from wycifar.data.normalize import normalize_uint8
 from wycifar.models.drawing import onnx_to_dot, render_svg
 from wycifar.models.modes import eval_mode
 from wycifar.models.onnx import check_onnx, export_onnx, tracing_quietly
 from wycifar.run_dirs import model_name
+from wycifar.runtime import model_metadata
 
 log = logging.getLogger("wycifar.onnx")
 
@@ -44,13 +45,16 @@ class OnnxExport(Callback):
         params = sum(p.numel() for p in net.parameters())
         acc = trainer.callback_metrics.get("test/acc")
         accuracy = None if acc is None else float(acc)
-        self.onnx_path = self.export(trainer, net, run_dir(trainer) / model_name(params, accuracy, "onnx"))
+        self.onnx_path = self.export(trainer, net, run_dir(trainer) / model_name(params, accuracy, "onnx"), accuracy)
         self.svg_path = self.draw(net, self.onnx_path, params, accuracy)
         if self.log_graph:
             self.log_tensorboard_graph(trainer, net, pl_module.device)
 
-    def export(self, trainer: L.Trainer, net: torch.nn.Module, path: Path) -> Path:
-        export_onnx(net, path, net.image_size, net.in_channels)
+    def export(self, trainer: L.Trainer, net: torch.nn.Module, path: Path, accuracy: float | None) -> Path:
+        classes = class_names(trainer, net.num_classes)
+        mean, std = normalisation(trainer)
+        metadata = model_metadata(classes, net.image_size, mean, std, accuracy)
+        export_onnx(net, path, net.image_size, net.in_channels, metadata)
         self.max_error = check_onnx(net, path, self.check_batch(trainer, net))
         log.info("exported %s (onnxruntime matches PyTorch: max |diff| %.1e)", path.name, self.max_error)
         return path

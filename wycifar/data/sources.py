@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from wycifar.errors import ConfigError, check_choice, first_line
 from wycifar.files import atomic_path
+from wycifar.images import decode_image
 
 log = logging.getLogger("wycifar.data")
 
@@ -65,19 +65,6 @@ def _list_folder_split(split_dir: Path) -> tuple[list[Path], list[int], list[str
         files += found
         labels += [index] * len(found)
     return files, labels, classes
-
-
-def decode_image(path: Path, image_size: int) -> np.ndarray:
-    """RGB uint8 HWC. Grayscale, palette and RGBA images are converted to RGB (alpha dropped);
-    images of another size are resized with bilinear filtering. Unreadable files raise ConfigError."""
-    try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            if image.size != (image_size, image_size):
-                image = image.resize((image_size, image_size), Image.BILINEAR)
-            return np.array(image, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise ConfigError(f"cannot read image {path}: {error}") from None
 
 
 def _decode_all(files: list[Path], image_size: int) -> torch.Tensor:

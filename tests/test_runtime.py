@@ -1,0 +1,114 @@
+"""Inference without torch: an exported model with its metadata, in onnxruntime alone."""
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+from conftest import ROOT, TINY, assert_one_line_error, compose_train, make_image_folder, run_command, run_main
+
+from wycifar.predict import main as predict_main
+from wycifar.runtime import Classifier
+from wycifar.train import train
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny trained run: its ONNX model (with metadata), its last checkpoint and its test images."""
+    tmp = tmp_path_factory.mktemp("runtime")
+    data = make_image_folder(tmp / "data")
+    overrides = [*TINY, f"data.root={data}", "trainer.max_epochs=4", "logger=none", "~callbacks.gradcam"]
+    metrics, _ = train(compose_train(tmp, overrides))
+    (onnx_path,) = (tmp / "run").glob("model_*.onnx")
+    images = sorted((data / "test").glob("*/*.png"))
+    return {"onnx": onnx_path, "ckpt": tmp / "run" / "checkpoints" / "last.ckpt", "images": images, "acc": metrics}
+
+
+def test_the_model_carries_what_it_takes_to_use_it(exported):
+    model = Classifier(exported["onnx"])
+    assert model.classes[:3] == ["airplane", "automobile", "bird"] and len(model.classes) == 10
+    assert model.image_size == 32
+    assert model.mean.ravel() / 255 == pytest.approx([0.4914, 0.4822, 0.4465])
+    assert model.std.ravel() / 255 == pytest.approx([0.2470, 0.2435, 0.2616])
+    assert model.accuracy == pytest.approx(exported["acc"]["test/acc"], abs=1e-4)
+    assert exported["onnx"].name == f"model_8005_{model.accuracy:.4f}.onnx"
+
+
+def test_onnx_and_pytorch_predict_the_same_lines(exported):
+    """The same preprocessing as training on both paths: the same class and top-3 for every image."""
+    images = [str(p) for p in exported["images"]]
+    torch_path = run_main(predict_main, *images, "--ckpt", exported["ckpt"])
+    onnx_path = run_main(predict_main, *images, "--onnx", exported["onnx"])
+    assert torch_path.returncode == onnx_path.returncode == 0, onnx_path.stderr
+    torch_lines, onnx_lines = torch_path.stdout.splitlines(), onnx_path.stdout.splitlines()
+    assert len(onnx_lines) == len(images) == 60
+    assert [line.split(" (")[0] for line in onnx_lines] == [line.split(" (")[0] for line in torch_lines]
+    assert onnx_lines == torch_lines  # the probabilities agree to the printed 0.1%
+
+
+def test_predict_with_onnx_imports_no_torch_lightning_or_hydra(exported, tmp_path):
+    """The command as a user runs it, in a Python where torch, Lightning and Hydra cannot be imported."""
+    blocker = tmp_path / "sitecustomize.py"
+    blocker.write_text(
+        "import sys\n"
+        "class Refuse:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'lightning', 'hydra', 'omegaconf', 'torchvision'):\n"
+        "            raise ImportError(f'{name} is not installed here')\n"
+        "sys.meta_path.insert(0, Refuse())\n"
+    )
+    images = [str(p) for p in exported["images"][:3]]
+    env = {"PYTHONPATH": f"{tmp_path}:{ROOT}"}
+    result = run_command("--onnx", exported["onnx"], *images, module="wycifar.predict", env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert [line.split(":")[0] for line in result.stdout.splitlines()] == images
+    refused = run_command("--ckpt", exported["ckpt"], images[0], module="wycifar.predict", env=env, timeout=120)
+    assert refused.returncode != 0 and "torch is not installed here" in refused.stderr  # the blocker works
+
+
+def bad_models(exported, folder: Path) -> dict[str, tuple[Path, str]]:
+    """Models that must be refused, each with the words of its one-line error."""
+    text = folder / "notes.onnx"
+    text.write_text("not a model")
+    truncated = folder / "truncated.onnx"
+    truncated.write_bytes(exported["onnx"].read_bytes()[:2000])
+    bare = onnx.load(str(exported["onnx"]))
+    del bare.metadata_props[:]
+    no_metadata = folder / "bare.onnx"
+    onnx.save(bare, str(no_metadata))
+    other = onnx.load(str(exported["onnx"]))
+    other.graph.input[0].type.tensor_type.shape.dim[1].dim_value = 1  # a grey-image model
+    other_shape = folder / "grey.onnx"
+    onnx.save(other, str(other_shape))
+    return {
+        "text": (text, "is not an ONNX model or is truncated"),
+        "truncated": (truncated, "is not an ONNX model or is truncated"),
+        "no metadata": (no_metadata, "has no wycifar metadata (classes, image_size, mean, std missing)"),
+        "other input shape": (other_shape, "takes input ['batch', 1, 32, 32], not [batch, 3, 32, 32] images"),
+        "missing": (folder / "absent.onnx", "does not exist"),
+    }
+
+
+def test_bad_models_and_images_are_one_line_each(exported, tmp_path):
+    image = str(exported["images"][0])
+    for name, (path, words) in bad_models(exported, tmp_path).items():
+        result = run_main(predict_main, "--onnx", path, image)
+        last = assert_one_line_error(result, words)
+        assert str(path) in last, name
+        assert result.stdout == ""
+    unreadable = tmp_path / "photo.jpg"
+    unreadable.write_text("not an image")
+    result = run_main(predict_main, "--onnx", exported["onnx"], unreadable, image, tmp_path / "gone.png")
+    assert result.returncode == 2
+    assert [line.split(":")[0] for line in result.stdout.splitlines()] == [image]  # the others still predicted
+    errors = result.stderr.strip().splitlines()
+    assert errors[0].startswith(f"error: cannot read image {unreadable}") and errors[1].endswith(
+        "gone.png: no such file"
+    )
+
+
+def test_metadata_is_plain_json_strings(exported):
+    props = {p.key: p.value for p in onnx.load(str(exported["onnx"])).metadata_props}
+    assert json.loads(props["wycifar.classes"])[9] == "truck"
+    assert json.loads(props["wycifar.image_size"]) == 32
+    assert isinstance(json.loads(props["wycifar.accuracy"]), float)

@@ -1,0 +1,28 @@
+"""The config resolvers conf/ uses, registered with OmegaConf on import (by every command's cli)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from wycifar.run_dirs import claim_dir
+
+
+def user_cache_dir() -> str:
+    """$XDG_CACHE_HOME/wycifar, else ~/.cache/wycifar: the decode cache, outside any installed package."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return str(Path(base) / "wycifar")
+
+
+def best_precision(accelerator: str = "auto") -> str:
+    from wycifar.precision import best_precision as best  # torch, only where a config asks
+
+    return best(accelerator)
+
+
+OmegaConf.register_new_resolver("best_precision", best_precision, replace=True)
+OmegaConf.register_new_resolver("user_cache_dir", user_cache_dir, replace=True)
+# cached: a run resolves its folder once, and its sweep jobs inherit it (conf/hydra/default.yaml)
+OmegaConf.register_new_resolver("claim_dir", claim_dir, use_cache=True, replace=True)

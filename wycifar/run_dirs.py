@@ -1,4 +1,5 @@
-"""Run folders: each run claims one of its own, and a folder that holds a run is never reused by accident.
+"""Run folders and the names in them: each run claims a folder of its own, a folder holding a run is
+never reused by accident, and model files are named `model_<params>_<acc>`.
 
 `outputs/<task>/<date_time>` names a folder by the second its run started, so runs started in the
 same second (a shell loop with `&`, SLURM jobs on several nodes sharing a file system) would share

@@ -41,7 +41,7 @@ def accuracy_line(metrics: dict[str, float], tta: str) -> str:
     return line
 
 
-def test_weights(trainer: L.Trainer, datamodule, ckpt_path: str | None, trained: bool) -> str | None:
+def weights_to_test(trainer: L.Trainer, datamodule, ckpt_path: str | None, trained: bool) -> str | None:
     """The checkpoint to test, or None for the weights in memory. After a fit with a held-out
     validation split (data.val_size > 0): the best epoch by validation accuracy. With none,
     validation is the test split, so no epoch is chosen on it: the last epoch's model is tested."""
@@ -56,7 +56,7 @@ def test_weights(trainer: L.Trainer, datamodule, ckpt_path: str | None, trained:
 
 
 def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[str, float], dict[str, Any]]:
-    """Fit, then test (test_weights says which weights). Returns (metrics, objects)."""
+    """Fit, then test (weights_to_test says which weights). Returns (metrics, objects)."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     configure_process(cfg.get("threads"), cfg.get("keep_freed_memory", True))
     datamodule = instantiate_checked(cfg.data, "data")
@@ -83,7 +83,7 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[st
     metrics["time/fit_s"] = time.perf_counter() - started
 
     if cfg.get("test", True):
-        tested = test_weights(trainer, datamodule, ckpt_path, trained=cfg.get("train", True))
+        tested = weights_to_test(trainer, datamodule, ckpt_path, trained=cfg.get("train", True))
         results = trainer.test(module, datamodule=datamodule, ckpt_path=tested, verbose=False, weights_only=True)
         metrics.update({k: float(v) for k, v in (results[0] if results else {}).items()})
         if "test/acc" in metrics and trainer.is_global_zero:

@@ -3,10 +3,13 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 from conftest import ROOT, TINY, assert_one_line_error, compose_train, make_image_folder, run_command, run_main
+from omegaconf import OmegaConf
 
+from wycifar.export import main as export_main
 from wycifar.predict import main as predict_main
 from wycifar.runtime import Classifier
 from wycifar.train import train
@@ -18,10 +21,14 @@ def exported(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("runtime")
     data = make_image_folder(tmp / "data")
     overrides = [*TINY, f"data.root={data}", "trainer.max_epochs=4", "logger=none", "~callbacks.gradcam"]
-    metrics, _ = train(compose_train(tmp, overrides))
+    cfg = compose_train(tmp, overrides)
+    metrics, _ = train(cfg)
+    (tmp / "run" / ".hydra").mkdir()  # what Hydra writes for a run from the command line
+    OmegaConf.save(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), tmp / "run" / ".hydra" / "config.yaml")
     (onnx_path,) = (tmp / "run").glob("model_*.onnx")
     images = sorted((data / "test").glob("*/*.png"))
-    return {"onnx": onnx_path, "ckpt": tmp / "run" / "checkpoints" / "last.ckpt", "images": images, "acc": metrics}
+    run = tmp / "run"
+    return {"onnx": onnx_path, "ckpt": run / "checkpoints" / "last.ckpt", "images": images, "acc": metrics, "run": run}
 
 
 def test_the_model_carries_what_it_takes_to_use_it(exported):
@@ -112,3 +119,46 @@ def test_metadata_is_plain_json_strings(exported):
     assert json.loads(props["wycifar.classes"])[9] == "truck"
     assert json.loads(props["wycifar.image_size"]) == 32
     assert isinstance(json.loads(props["wycifar.accuracy"]), float)
+
+
+def test_export_names_the_file_by_its_own_accuracy_in_onnxruntime(exported, tmp_path):
+    """python -m wycifar.export RUN: the run's checkpoint and data folder; the accuracy in the name
+    and the metadata is the exported file's own, on the test split."""
+    result = run_main(export_main, exported["run"], "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    (path,) = tmp_path.glob("model_*.onnx")
+    assert result.stdout.strip() == str(path)
+    model = Classifier(path)
+    images = np.stack([model.read(p) for p in exported["images"]])
+    labels = np.array([model.classes.index(p.parent.name) for p in exported["images"]])
+    measured = float((model.probabilities(images).argmax(1) == labels).mean())
+    assert path.name == f"model_8005_{measured:.4f}.onnx" and model.accuracy == pytest.approx(measured, abs=1e-4)
+    assert model.classes == Classifier(exported["onnx"]).classes
+    no_data = run_main(export_main, exported["ckpt"])
+    assert_one_line_error(no_data, "--data is needed for")
+    not_a_run = run_main(export_main, tmp_path, "--data", tmp_path)
+    assert_one_line_error(not_a_run, "not a wycifar.train run")
+
+
+@pytest.mark.slow  # the shipped model exported against the 10,000 real test images: about 30 s
+def test_the_shipped_model_exported_predicts_as_pytorch_on_real_images(tmp_path, real_data):
+    import torch
+
+    from wycifar.checkpoints import load_module
+    from wycifar.data.normalize import normalize_uint8
+
+    ckpt = next((ROOT / "results" / "default").glob("model_*.ckpt"))
+    result = run_main(export_main, ckpt, "--data", real_data, "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    model = Classifier(result.stdout.strip())
+    files = [f for c in model.classes for f in sorted((real_data / "test" / c).iterdir())[:100]]
+    images = np.stack([model.read(f) for f in files])
+    onnx_classes = model.probabilities(images).argmax(1)
+    net = load_module(ckpt).eval().net
+    with torch.no_grad():
+        x = normalize_uint8(
+            torch.from_numpy(images).permute(0, 3, 1, 2), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+        )
+        torch_classes = net(x).argmax(1).numpy()
+    assert len(files) == 1000 and (onnx_classes == torch_classes).all()
+    assert abs(model.accuracy - float(ckpt.stem.split("_")[-1])) <= 0.0015  # bf16 in training, fp32 here

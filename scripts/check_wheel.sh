@@ -53,6 +53,8 @@ grep -q "test accuracy" eval.out
 grep -q "^tiny/test/class3/0.png: " predict.out
 "$bin/wycifar-predict" --onnx outputs/run/model_*.onnx tiny/test/class3/0.png | tee predict_onnx.out
 grep -q "^tiny/test/class3/0.png: " predict_onnx.out
+"$bin/wycifar-export" outputs/run --out outputs/exported
+ls outputs/exported/model_*.onnx > /dev/null
 
 "$bin/python" -m wycifar.train -m $small trainer.limit_train_batches=1 seed=0,1 hydra.sweep.dir=outputs/sweep > sweep.out
 test "$(grep -c "| ok |" outputs/sweep/summary.md)" -eq 2

@@ -20,7 +20,9 @@ def command(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["wycifar-train", "wycifar-eval", "wycifar-bench", "wycifar-predict", "wycifar-export"])
+@pytest.mark.parametrize(
+    "name", ["wycifar-train", "wycifar-eval", "wycifar-bench", "wycifar-predict", "wycifar-export"]
+)
 def test_each_console_command_is_installed_and_answers_help(tmp_path: Path, name: str):
     result = command(name, "--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]

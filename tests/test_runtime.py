@@ -162,3 +162,21 @@ def test_the_shipped_model_exported_predicts_as_pytorch_on_real_images(tmp_path,
         torch_classes = net(x).argmax(1).numpy()
     assert len(files) == 1000 and (onnx_classes == torch_classes).all()
     assert abs(model.accuracy - float(ckpt.stem.split("_")[-1])) <= 0.0015  # bf16 in training, fp32 here
+
+
+def test_the_deploy_benchmark_measures_both_backends_side_by_side(exported):
+    """python -m wycifar.bench.deploy RUN: PyTorch eager and the ONNX model, one and all threads."""
+    from wycifar.bench.deploy import main as deploy_main
+
+    result = run_main(deploy_main, exported["run"], "--images", 20)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [(r["model"], r["threads"]) for r in rows][:2] == [("PyTorch eager", 1), ("ONNX FP32, onnxruntime", 1)]
+    assert {r["params"] for r in rows} == {8005}
+    # the same network: the same accuracy on the 60 test images in both backends and thread counts
+    assert len({r["test_acc"] for r in rows}) == 1
+    assert rows[0]["test_acc"] == pytest.approx(exported["acc"]["test/acc"], abs=1e-4)
+    for row in rows:
+        assert row["b1_p99_ms"] >= row["b1_median_ms"]
+        line = f"| {row['model']} | {row['threads']} | {100 * row['test_acc']:.2f}% |"
+        assert line in result.stdout

@@ -227,3 +227,12 @@ def test_reports_follow_their_names_into_report_md_and_ship(tmp_path):
     assert "](cam.png)" in report and "](cm.png)" in report and "not drawn in this run" not in report
     shipped = {p.name for p in ship(run, tmp_path / "results", model=True)}
     assert {"cam.png", "cm.png", "cm.csv", "report.md", "epochs.md", "summary.txt"} <= shipped
+
+
+def test_a_renderer_that_fails_leaves_no_drawing_and_no_error(tmp_path, monkeypatch):
+    """The SVG is optional: a `dot` that exits non-zero is a warning, and nothing half-drawn is left."""
+    from wycifar.models import drawing
+
+    monkeypatch.setattr(drawing, "find_dot", lambda: "/bin/false")
+    assert drawing.render_svg("digraph { a -> b }", tmp_path / "net.svg") is False
+    assert list(tmp_path.iterdir()) == []

@@ -56,6 +56,10 @@ def onnx_to_dot(model: onnx.ModelProto, title: str) -> str:
     return "\n".join(lines)
 
 
+class NotDrawn(Exception):
+    """The renderer ran but wrote no drawing; carries its last line of stderr."""
+
+
 def find_dot() -> str | None:
     """Graphviz's `dot`, or the graphviz-pure wheel's dot-compatible binary installed beside Python."""
     for candidate in (
@@ -75,11 +79,15 @@ def render_svg(dot_source: str, svg_path: Path) -> bool:
             "no graph renderer found (install graphviz or the graphviz-pure wheel): %s not drawn", svg_path.name
         )
         return False
-    with atomic_path(svg_path) as tmp:
-        result = subprocess.run(
-            [dot, "-Tsvg", "-o", str(tmp)], input=dot_source, text=True, capture_output=True, timeout=120
-        )
-        if result.returncode != 0 or not tmp.is_file():
-            log.warning("%s could not draw %s: %s", dot, svg_path.name, result.stderr.strip().splitlines()[-1:] or "")
-            return False
+    try:
+        with atomic_path(svg_path) as tmp:
+            result = subprocess.run(
+                [dot, "-Tsvg", "-o", str(tmp)], input=dot_source, text=True, capture_output=True, timeout=120
+            )
+            if result.returncode != 0 or not tmp.is_file():
+                # raised, not returned: leaving the block normally would rename the failed output
+                raise NotDrawn(result.stderr.strip().splitlines()[-1:] or "")
+    except NotDrawn as failure:
+        log.warning("%s could not draw %s: %s", dot, svg_path.name, failure)
+        return False
     return True

@@ -110,6 +110,14 @@ def slim_checkpoint(src: str | Path, dst: str | Path) -> Path:
     return dst
 
 
+def input_normalisation(checkpoint: dict) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) the checkpoint's network was trained with (CIFAR-10's where it records none)."""
+    from wycifar.data.normalize import CIFAR10_MEAN, CIFAR10_STD
+
+    extras = checkpoint.get("wycifar", {})
+    return tuple(extras.get("mean", CIFAR10_MEAN)), tuple(extras.get("std", CIFAR10_STD))
+
+
 def load_teacher(path: str | Path) -> torch.nn.Module:
     """module.teacher: the network of a wycifar checkpoint, frozen in evaluation mode. Building it
     draws no random numbers from the run's generator: the student starts as it would without it."""

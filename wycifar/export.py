@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -24,12 +26,35 @@ from wycifar.run_dirs import model_name
 from wycifar.runtime import Classifier, model_metadata
 
 
-def accuracy(model: Classifier, images: np.ndarray, labels: np.ndarray, batch: int = 500) -> float:
-    """Top-1 accuracy of `model` on uint8 NHWC images."""
-    predicted = np.concatenate(
-        [model.probabilities(images[i : i + batch]).argmax(1) for i in range(0, len(images), batch)]
-    )
+def accuracy(predict, inputs: np.ndarray, labels: np.ndarray, batch: int = 500) -> float:
+    """Top-1 accuracy of `predict` (a batch of inputs -> class scores) over `inputs`, in batches."""
+    predicted = np.concatenate([predict(inputs[i : i + batch]).argmax(1) for i in range(0, len(inputs), batch)])
     return float((predicted == labels).mean())
+
+
+@dataclass
+class SavedModel:
+    """A saved network with what its export needs: its classes, its input normalisation and the
+    test split it is measured on."""
+
+    checkpoint: Path
+    net: Any
+    classes: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    test: Any  # wycifar.data.sources.Split: uint8 images [N, C, H, W], labels
+
+    @property
+    def params(self) -> int:
+        return sum(p.numel() for p in self.net.parameters())
+
+    def metadata(self, measured: float | None) -> dict[str, str]:
+        return model_metadata(self.classes, self.net.image_size, self.mean, self.std, measured)
+
+    def export(self, path: Path, measured: float | None = None) -> None:
+        from wycifar.models.onnx import export_onnx
+
+        export_onnx(self.net, path, self.net.image_size, self.net.in_channels, self.metadata(measured))
 
 
 def source_of(target: Path, data: str | None) -> tuple[Path, str]:
@@ -51,32 +76,33 @@ def source_of(target: Path, data: str | None) -> tuple[Path, str]:
     return target, str(data)
 
 
-def export(target: Path, data: str | None, out: Path | None) -> Path:
-    from wycifar.checkpoints import load_module, read_checkpoint
-    from wycifar.data.normalize import CIFAR10_MEAN, CIFAR10_STD
+def load_saved(target: Path, data: str | None) -> SavedModel:
+    """The network of a run folder or checkpoint in fp32 evaluation mode, with its test split."""
+    from wycifar.checkpoints import input_normalisation, load_module, read_checkpoint
     from wycifar.data.sources import load_split
-    from wycifar.models.onnx import export_onnx
     from wycifar.resolvers import user_cache_dir
 
     checkpoint_path, data = source_of(target, data)
     checkpoint = read_checkpoint(checkpoint_path)
     net = load_module(checkpoint_path).net.float().eval()
-    extras = checkpoint.get("wycifar", {})
     test = load_split(Path(data), "test", image_size=net.image_size, cache_dir=user_cache_dir(), download=False)
-    classes = list(extras.get("classes", test.classes))
-    mean, std = tuple(extras.get("mean", CIFAR10_MEAN)), tuple(extras.get("std", CIFAR10_STD))
-    params = sum(p.numel() for p in net.parameters())
+    classes = list(checkpoint.get("wycifar", {}).get("classes", test.classes))
+    return SavedModel(checkpoint_path, net, classes, *input_normalisation(checkpoint), test)
+
+
+def export(target: Path, data: str | None, out: Path | None) -> Path:
+    saved = load_saved(target, data)
+    checkpoint = saved.checkpoint
     if out is None:  # a run's checkpoints/x.ckpt exports into the run folder
-        out = checkpoint_path.parent.parent if checkpoint_path.parent.name == "checkpoints" else checkpoint_path.parent
+        out = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
     with tempfile.TemporaryDirectory() as scratch:
         draft = Path(scratch) / "model.onnx"
-        export_onnx(
-            net, draft, net.image_size, net.in_channels, model_metadata(classes, net.image_size, mean, std, None)
-        )
-        measured = accuracy(Classifier(draft), test.images.permute(0, 2, 3, 1).numpy(), test.labels.numpy())
+        saved.export(draft)
+        images = saved.test.images.permute(0, 2, 3, 1).numpy()
+        measured = accuracy(Classifier(draft).probabilities, images, saved.test.labels.numpy())
         model = onnx.load(str(draft))
-    onnx.helper.set_model_props(model, model_metadata(classes, net.image_size, mean, std, measured))
-    final = Path(out) / model_name(params, measured, "onnx")
+    onnx.helper.set_model_props(model, saved.metadata(measured))
+    final = Path(out) / model_name(saved.params, measured, "onnx")
     with atomic_path(final) as tmp:
         onnx.save(model, str(tmp))
     return final

@@ -39,21 +39,20 @@ def torch_model(ckpt: str | None):
     """(probabilities of a uint8 [1, H, W, 3] image, classes, input size) of a checkpoint's network."""
     import torch
 
-    from wycifar.checkpoints import module_from, read_checkpoint
-    from wycifar.data.normalize import CIFAR10_MEAN, CIFAR10_STD, normalize_uint8
+    from wycifar.checkpoints import input_normalisation, module_from, read_checkpoint
+    from wycifar.data.normalize import normalize_uint8
 
     ckpt_path = Path(ckpt) if ckpt else bundled_model()
     checkpoint = read_checkpoint(ckpt_path)
     module = module_from(checkpoint, ckpt_path).eval()
-    extras = checkpoint.get("wycifar", {})
-    mean, std = tuple(extras.get("mean", CIFAR10_MEAN)), tuple(extras.get("std", CIFAR10_STD))
+    mean, std = input_normalisation(checkpoint)
 
     def probabilities(images: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(images).permute(0, 3, 1, 2)
         with torch.no_grad():
             return module(normalize_uint8(x, mean, std)).float().softmax(1).double().numpy()
 
-    return probabilities, extras.get("classes", CIFAR10_CLASSES), module.net.image_size
+    return probabilities, checkpoint.get("wycifar", {}).get("classes", CIFAR10_CLASSES), module.net.image_size
 
 
 def predict(

@@ -63,54 +63,41 @@ def onnxruntime_backend(session) -> Backend:
     return lambda batch: session.run(None, {"image": batch})[0]
 
 
-def accuracy(backend: Backend, x: np.ndarray, labels: np.ndarray) -> float:
-    predicted = np.concatenate([backend(x[i : i + 500]).argmax(1) for i in range(0, len(x), 500)])
-    return round(float((predicted == labels).mean()), 4)
-
-
 def run(target: Path, data: str | None, images: int) -> list[dict]:
     import onnxruntime as ort
     import torch
 
-    from wycifar.checkpoints import load_module, read_checkpoint
-    from wycifar.data.normalize import CIFAR10_MEAN, CIFAR10_STD, normalize_uint8
-    from wycifar.data.sources import load_split
-    from wycifar.export import source_of
-    from wycifar.models.onnx import export_onnx
-    from wycifar.resolvers import user_cache_dir
-    from wycifar.runtime import model_metadata
+    from wycifar.data.normalize import normalize_uint8
+    from wycifar.export import accuracy, load_saved
 
-    checkpoint_path, data = source_of(target, data)
-    extras = read_checkpoint(checkpoint_path).get("wycifar", {})
-    net = load_module(checkpoint_path).net.float().eval()
-    params = sum(p.numel() for p in net.parameters())
-    test = load_split(Path(data), "test", image_size=net.image_size, cache_dir=user_cache_dir(), download=False)
-    mean, std = tuple(extras.get("mean", CIFAR10_MEAN)), tuple(extras.get("std", CIFAR10_STD))
-    x = normalize_uint8(test.images, mean, std).numpy()
-    labels = test.labels.numpy()
+    saved = load_saved(target, data)
+    net = saved.net
+    x = normalize_uint8(saved.test.images, saved.mean, saved.std).numpy()
+    labels = saved.test.labels.numpy()
 
     def pytorch(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             return net(torch.from_numpy(batch)).numpy()
 
-    rows = []
+    rows, accuracies = [], {}
     with tempfile.TemporaryDirectory() as scratch:
         onnx_path = Path(scratch) / "model.onnx"
-        meta = model_metadata(list(extras.get("classes", test.classes)), net.image_size, mean, std, None)
-        export_onnx(net, onnx_path, net.image_size, net.in_channels, meta)
+        saved.export(onnx_path)
         for threads in sorted({1, os.cpu_count() or 1}):
             torch.set_num_threads(threads)
             options = ort.SessionOptions()
             options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
             session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
             backends = {
-                "PyTorch eager": (pytorch, checkpoint_path),
+                "PyTorch eager": (pytorch, saved.checkpoint),
                 "ONNX FP32, onnxruntime": (onnxruntime_backend(session), onnx_path),
             }
             for name, (backend, file) in backends.items():
                 peak_rss_mb(reset=True)
-                row = {"model": name, "threads": threads, "test_acc": accuracy(backend, x, labels)}
-                row |= {"size_kb": round(file.stat().st_size / 1024), "params": params}
+                if name not in accuracies:  # the same weights at any thread count: measured once
+                    accuracies[name] = round(accuracy(backend, x, labels), 4)
+                row = {"model": name, "threads": threads, "test_acc": accuracies[name]}
+                row |= {"size_kb": round(file.stat().st_size / 1024), "params": saved.params}
                 row |= timed(backend, x, images)
                 row["peak_rss_mb"] = peak_rss_mb()
                 rows.append(row)

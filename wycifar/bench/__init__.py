@@ -5,7 +5,7 @@
 (c) the project's real Lightning fit, with the default callbacks, for the same number of batches.
 
 Prints images/s for each, the ratios (c)/(b) and (a)/(b), peak memory, an estimate of a full epoch
-(50,000 training images plus 10,000 test images), and ends with one JSON line. Same model, batch
+(all the training images plus the test images), and ends with one JSON line. Same model, batch
 size and data for all three; every train config knob applies (model=..., trainer.precision=...,
 module.channels_last=..., module.compile=..., data.batch_size=..., threads=...).
 """

@@ -32,13 +32,13 @@ def sweep_root(log_dir: Path) -> Path:
 
 
 def run_sweep(log_dir: Path, data: Path, *overrides: str) -> tuple[Path, list[dict]]:
-    """A sweep on the tiny data into log_dir: its root folder and the rows of its summary.csv."""
+    """A sweep on the tiny data into log_dir: its root folder and the rows of its jobs.csv."""
     result = run_train(
         *overrides, f"data.root={data}", f"paths.log_dir={log_dir}", f"paths.cache_dir={log_dir}/cache", *QUICK
     )
     assert result.returncode == 0, result.stderr[-2000:]
     root = sweep_root(log_dir)
-    return root, list(csv.DictReader((root / "summary.csv").open()))
+    return root, list(csv.DictReader((root / "jobs.csv").open()))
 
 
 def test_multirun_writes_job_folders_and_a_sorted_summary_past_failing_jobs(tmp_path: Path, tiny_data: Path):

@@ -12,6 +12,8 @@ from wycifar.builders import build_callbacks, build_loggers, build_trainer, inst
 from wycifar.checkpoints import load_module
 from wycifar.cli import CONFIGS, run_cli, run_command
 from wycifar.errors import ConfigError, check_choice
+from wycifar.loggers import close as close_loggers
+from wycifar.loggers import log_config
 from wycifar.process import configure_process
 from wycifar.run_dirs import resolve_ckpt_path
 from wycifar.train import accuracy_line
@@ -36,7 +38,11 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict]:
     callbacks = build_callbacks(cfg.get("callbacks"), has_logger=bool(loggers))
     trainer = build_trainer(cfg.trainer, callbacks, loggers)
     log.info("evaluating %s", ckpt_path)
-    results = trainer.test(module, datamodule=datamodule, verbose=False)
+    try:
+        log_config(loggers, cfg)
+        results = trainer.test(module, datamodule=datamodule, verbose=False)
+    finally:
+        close_loggers(loggers)
     metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
     if trainer.is_global_zero and "test/acc" in metrics:
         log.info(accuracy_line(metrics, module.hparams.tta))

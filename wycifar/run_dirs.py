@@ -34,7 +34,7 @@ def parse_model_name(name: str) -> tuple[int, float, str] | None:
 # What a run leaves in its folder: Hydra's config, checkpoints, the job record, TensorBoard events.
 # (A sweep's root: the sweep config and the summary.)
 RUN_MARKERS = (".hydra", "checkpoints", "metrics.json", "tensorboard")
-SWEEP_MARKERS = ("multirun.yaml", "summary.md", "summary.csv")
+SWEEP_MARKERS = ("multirun.yaml", "summary.md", "summary.csv", "jobs.csv")
 
 
 def is_secondary_rank() -> bool:

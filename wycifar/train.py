@@ -28,6 +28,8 @@ from wycifar.checkpoints import check_resumable
 from wycifar.cli import CONFIGS, run_cli, run_command
 from wycifar.errors import DivergenceError, InterruptedRun, WycifarError
 from wycifar.files import atomic_write_text
+from wycifar.loggers import close as close_loggers
+from wycifar.loggers import log_config
 from wycifar.process import configure_process
 from wycifar.run_dirs import resolve_ckpt_path
 
@@ -56,7 +58,8 @@ def weights_to_test(trainer: L.Trainer, datamodule, ckpt_path: str | None, train
 
 
 def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[str, float], dict[str, Any]]:
-    """Fit, then test (weights_to_test says which weights). Returns (metrics, objects)."""
+    """Fit, then test (weights_to_test says which weights), the loggers given the composed config
+    first and closed last. Returns (metrics, objects)."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     configure_process(cfg.get("threads"), cfg.get("keep_freed_memory", True))
     datamodule = instantiate_checked(cfg.data, "data")
@@ -69,7 +72,16 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[st
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.log_dir)
     if ckpt_path:
         check_resumable(ckpt_path, module)
+    try:
+        log_config(loggers, cfg)
+        metrics = fit_and_test(cfg, trainer, module, datamodule, callbacks, ckpt_path)
+    finally:
+        close_loggers(loggers)
+    return metrics, {"trainer": trainer, "module": module, "datamodule": datamodule, "cfg": cfg}
 
+
+def fit_and_test(cfg: DictConfig, trainer: L.Trainer, module, datamodule, callbacks: list, ckpt_path) -> dict:
+    """trainer.fit (unless train=false), then trainer.test (unless test=false): the metrics."""
     started = time.perf_counter()
     if cfg.get("train", True):
         try:
@@ -88,7 +100,7 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[st
         metrics.update({k: float(v) for k, v in (results[0] if results else {}).items()})
         if "test/acc" in metrics and trainer.is_global_zero:
             log.info(accuracy_line(metrics, module.hparams.tta))
-    return metrics, {"trainer": trainer, "module": module, "datamodule": datamodule, "cfg": cfg}
+    return metrics
 
 
 def write_job_record(

@@ -1,5 +1,6 @@
 """Network architecture: after testing, the tested network as model_<params>_<test acc>.onnx
-(checked in onnxruntime against PyTorch), its drawing (.onnx.svg) and TensorBoard's graph."""
+(checked in onnxruntime against PyTorch), its drawing (.onnx.svg), both also to the loggers that
+take files, and TensorBoard's graph."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from lightning.pytorch.callbacks import Callback
 
 from wycifar.callbacks.common import class_names, normalisation, run_dir, tensorboard
 from wycifar.data.normalize import normalize_uint8
+from wycifar.loggers import log_files
 from wycifar.models.drawing import onnx_to_dot, render_svg
 from wycifar.models.modes import eval_mode
 from wycifar.models.onnx import check_onnx, export_onnx, tracing_quietly
@@ -47,6 +49,7 @@ class OnnxExport(Callback):
         accuracy = None if acc is None else float(acc)
         self.onnx_path = self.export(trainer, net, run_dir(trainer) / model_name(params, accuracy, "onnx"), accuracy)
         self.svg_path = self.draw(net, self.onnx_path, params, accuracy)
+        log_files(trainer.loggers, [self.onnx_path, self.svg_path], "model")
         if self.log_graph:
             self.log_tensorboard_graph(trainer, net, pl_module.device)
 

@@ -1,0 +1,201 @@
+"""python -m wycifar.summary FOLDER... [--out DIR]: the runs below the folders, mean ± sd over seeds.
+
+Reads every metrics.json in or below the folders (run folders, sweeps, outputs/train), puts the
+runs whose overrides differ only in `seed` in one row (n, mean ± sd, min-max of each accuracy;
+sd is the sample standard deviation), and lists the runs one by one below. A sweep writes the
+same tables as summary.md, summary.csv (one row per group) and jobs.csv (one row per job).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from wycifar.cli import run_cli
+from wycifar.errors import ConfigError
+from wycifar.files import atomic_write_text
+
+# metrics.json key -> (CSV column, table heading)
+ACCURACIES = {
+    "test/acc": ("test_acc", "test acc"),
+    "test/acc_tta": ("test_acc_tta", "TTA acc"),
+    "val/acc_best": ("val_acc_best", "best val acc"),
+}
+JOB_COLUMNS = ["job", "folder", "overrides", "seed", "params", "val_acc_best", "test_acc", "time_s", "status"]
+
+
+def find_records(folders: list[Path]) -> list[tuple[Path, dict]]:
+    """(run folder, its metrics.json) for each run in or below `folders`, each once, in path order."""
+    found: dict[Path, dict] = {}
+    for folder in folders:
+        if not folder.is_dir():
+            raise ConfigError(f"{folder} is not a folder; give run folders or folders holding them (outputs/train)")
+        for path in sorted(folder.rglob("metrics.json")):
+            try:
+                found[path.parent.resolve()] = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError) as error:
+                raise ConfigError(f"{path} is not a wycifar job record (metrics.json): {error}") from None
+    if not found:
+        raise ConfigError(f"no metrics.json in or below {', '.join(map(str, folders))}: no wycifar runs there")
+    return sorted(found.items())
+
+
+def is_seed(override: str) -> bool:
+    return override.lstrip("+~").split("=", 1)[0] == "seed"
+
+
+def spread(values: list[float]) -> dict[str, float | None]:
+    return {
+        "mean": statistics.fmean(values),
+        "sd": statistics.stdev(values) if len(values) > 1 else None,
+        "min": min(values),
+        "max": max(values),
+    }
+
+
+class Summary:
+    """Runs' records grouped by their overrides without the seed."""
+
+    def __init__(self, records: list[tuple[Path, dict]], metric: str = "test/acc", root: Path | None = None):
+        self.records, self.metric, self.root = records, metric, root
+        lists = [r.get("overrides", []) for _, r in records]
+        # overrides every run shares go in the title; the tables show what the runs vary
+        self.common = [o for o in lists[0] if all(o in other for other in lists)] if lists else []
+
+    def varied(self, record: dict, seed: bool = True) -> str:
+        return " ".join(o for o in record.get("overrides", []) if o not in self.common and (seed or not is_seed(o)))
+
+    def jobs(self) -> list[dict]:
+        rows = []
+        for folder, record in self.records:
+            metrics = record.get("metrics", {})
+            rows.append(
+                {
+                    "job": record.get("job", 0),
+                    "folder": str(folder.relative_to(self.root)) if self.root else str(folder),
+                    "overrides": self.varied(record),
+                    "seed": record.get("seed"),
+                    "params": record.get("params"),
+                    "val_acc_best": metrics.get("val/acc_best"),
+                    "test_acc": metrics.get("test/acc"),
+                    "time_s": metrics.get("time/fit_s"),
+                    "status": record.get("status", "ok"),
+                    "_key": metrics.get(self.metric),
+                }
+            )
+        rows.sort(key=lambda r: (r["_key"] is None, -(r["_key"] or 0.0)))
+        return rows
+
+    def groups(self) -> list[dict]:
+        grouped: dict[str, list[dict]] = {}
+        for _, record in self.records:
+            grouped.setdefault(self.varied(record, seed=False), []).append(record)
+        rows = []
+        for overrides, members in grouped.items():
+            done = [r for r in members if r.get("status", "ok") == "ok"]
+            row: dict[str, Any] = {
+                "overrides": overrides,
+                "n": len(done),
+                "failed": len(members) - len(done),
+                "seeds": " ".join(str(r.get("seed")) for r in done),
+            }
+            for key, (column, _) in ACCURACIES.items():
+                values = [r["metrics"][key] for r in done if r.get("metrics", {}).get(key) is not None]
+                for stat, value in (spread(values) if values else {}).items():
+                    row[f"{column}_{stat}"] = value
+            rows.append(row)
+        column = ACCURACIES.get(self.metric, (self.metric,))[0]
+        rows.sort(key=lambda r: (r.get(f"{column}_mean") is None, -(r.get(f"{column}_mean") or 0.0)))
+        return rows
+
+    def group_columns(self) -> list[str]:
+        stats = [f"{c}_{s}" for c, _ in ACCURACIES.values() for s in ("mean", "sd", "min", "max")]
+        return ["overrides", "n", "failed", "seeds", *stats]
+
+    def markdown(self, title: str) -> str:
+        groups, jobs = self.groups(), self.jobs()
+        shown = [(key, column, heading) for key, (column, heading) in ACCURACIES.items()]
+        shown = [s for s in shown if any(f"{s[1]}_mean" in g for g in groups)]
+        lines = [
+            f"{title}: {len(jobs)} runs in {len(groups)} groups (runs differing only in seed), sorted by {self.metric}",
+            f"Common to all runs: `{' '.join(self.common)}`" if self.common else "",
+            "",
+            "| overrides | n | seeds | " + " | ".join(f"{h} (mean ± sd) | {h} (min-max)" for _, _, h in shown) + " |",
+            "|---|---|---|" + "---|---|" * len(shown),
+        ]
+        for g in groups:
+            cells = [f"`{g['overrides']}`" if g["overrides"] else "(none)", str(g["n"]), g["seeds"]]
+            for _, column, _ in shown:
+                if f"{column}_mean" not in g:
+                    cells += ["", ""]
+                    continue
+                sd = g[f"{column}_sd"]
+                cells.append(f"{100 * g[f'{column}_mean']:.2f}%" + (f" ± {100 * sd:.2f}" if sd is not None else ""))
+                cells.append(f"{100 * g[f'{column}_min']:.2f}-{100 * g[f'{column}_max']:.2f}%")
+            if g["failed"]:
+                cells[1] += f" (+{g['failed']} failed)"
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += [
+            "",
+            "| job | folder | overrides | params | best val acc | test acc | time (s) | status |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['job']} | {r['folder']} | `{r['overrides']}` | {_number(r['params'])} | {_percent(r['val_acc_best'])} | "
+            f"{_percent(r['test_acc'])} | {_number(r['time_s'])} | {r['status']} |"
+            for r in jobs
+        ]
+        return "\n".join(lines) + "\n"
+
+    def write(self, folder: Path, title: str) -> str:
+        """summary.md, summary.csv (groups) and jobs.csv into `folder`; returns the markdown."""
+        text = self.markdown(title)
+        atomic_write_text(folder / "summary.csv", _csv(self.groups(), self.group_columns()))
+        atomic_write_text(folder / "jobs.csv", _csv(self.jobs(), JOB_COLUMNS))
+        atomic_write_text(folder / "summary.md", text)
+        return text
+
+
+def _csv(rows: list[dict], columns: list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _percent(value: Any) -> str:
+    return f"{100 * value:.2f}%" if isinstance(value, (int, float)) else ""
+
+
+def _number(value: Any) -> str:
+    return f"{value:,.1f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else ""
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="wycifar-summary", description=__doc__.splitlines()[0])
+    parser.add_argument("folders", type=Path, nargs="+", help="run folders, sweeps, or folders holding them")
+    parser.add_argument("--metric", default="test/acc", help="sort by this metric (default: test/acc)")
+    parser.add_argument("--out", type=Path, default=None, help="also write summary.md, summary.csv, jobs.csv here")
+
+    def summarise() -> str:
+        summary = Summary(find_records(args.folders), args.metric)
+        title = "Runs in " + ", ".join(map(str, args.folders))
+        if args.out is None:
+            return summary.markdown(title)
+        args.out.mkdir(parents=True, exist_ok=True)
+        return summary.write(args.out, title)
+
+    args = parser.parse_args(argv)
+    print(run_cli(summarise), end="", flush=True)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -165,10 +165,10 @@ def test_the_shipped_model_exported_predicts_as_pytorch_on_real_images(tmp_path,
 
 
 def test_the_deploy_benchmark_measures_both_backends_side_by_side(exported):
-    """python -m wycifar.bench.deploy RUN: PyTorch eager and the ONNX model, one and all threads."""
-    from wycifar.bench.deploy import main as deploy_main
+    """python -m wycifar.bench deploy RUN: PyTorch eager and the ONNX model, one and all threads."""
+    from wycifar.bench import main as bench_main
 
-    result = run_main(deploy_main, exported["run"], "--images", 20)
+    result = run_main(bench_main, "deploy", exported["run"], "--images", 20)
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout.strip().splitlines()[-1])
     assert [(r["model"], r["threads"]) for r in rows][:2] == [("PyTorch eager", 1), ("ONNX FP32, onnxruntime", 1)]

@@ -44,6 +44,9 @@ def test_csv_logger_has_every_epoch_the_lr_the_test_metrics_and_the_config(tmp_p
     table = list(csv.DictReader((run / "epochs.csv").open()))
     assert [float(r["ValAcc"]) for r in table] == pytest.approx([100 * float(r["val/acc"]) for r in epochs])
     assert any(r.get("lr-SGD/pg1") for r in rows) and any(r.get("train/loss") for r in rows)
+    timed = [r for r in rows if r.get("epoch/time_s")]
+    assert [float(r["epoch/lr"]) for r in timed] == pytest.approx([float(r["LR"]) for r in table])
+    assert [float(r["epoch/time_s"]) for r in timed] == pytest.approx([float(r["Time"]) for r in table])
     (test,) = [r for r in rows if r.get("test/acc")]
     record = json.loads((run / "metrics.json").read_text())
     assert float(test["test/acc"]) == pytest.approx(record["metrics"]["test/acc"])

@@ -20,7 +20,8 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from wycifar.errors import ConfigError
 from wycifar.run_dirs import is_secondary_rank
@@ -62,18 +63,31 @@ def recipe_tags() -> dict[str, str]:
 
 
 def flat_config(cfg: DictConfig) -> dict[str, Any]:
-    """The composed config, resolved, as `group/key` -> value (lists as text)."""
+    """The composed config as `group/key` -> value, resolved (lists as text); a value whose
+    interpolation cannot be resolved in this config (eval's has no `module`) is kept as written."""
     flat: dict[str, Any] = {}
 
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
+    def walk(node: DictConfig, prefix: str) -> None:
+        for key in node.keys():
+            if not prefix and key in ("hydra", "logger"):
+                continue
+            try:
+                value = node[key]
+            except OmegaConfBaseException:
+                value = node._get_node(key)._value()
+            if isinstance(value, DictConfig):
                 walk(value, f"{prefix}{key}/")
-        else:
-            flat[prefix[:-1]] = node if isinstance(node, (int, float, str, bool)) or node is None else str(node)
+            elif isinstance(value, ListConfig):
+                try:
+                    flat[f"{prefix}{key}"] = str(OmegaConf.to_container(value, resolve=True))
+                except OmegaConfBaseException:
+                    flat[f"{prefix}{key}"] = str(OmegaConf.to_container(value, resolve=False))
+            else:
+                flat[f"{prefix}{key}"] = (
+                    value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
+                )
 
-    tree = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-    walk({k: v for k, v in tree.items() if k not in ("hydra", "logger")}, "")
+    walk(cfg, "")
     return flat
 
 

@@ -1,4 +1,5 @@
 """python -m wycifar.bench [overrides]: how fast, measured three ways in one process.
+(`python -m wycifar.bench deploy RUN_OR_CHECKPOINT ...`: the deployed model, wycifar.bench.deploy.)
 
 (a) the data pipeline alone: cached uint8 images -> augmented, normalised batches on the device;
 (b) a bare PyTorch training loop (forward, loss, backward, SGD step) on ready batches: the floor;
@@ -34,4 +35,9 @@ def hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["deploy"]:  # wycifar-bench deploy RUN_OR_CHECKPOINT ...: wycifar.bench.deploy
+        from wycifar.bench.deploy import main as deploy_main
+
+        deploy_main(sys.argv[2:])
+        return
     run_command(hydra_main)

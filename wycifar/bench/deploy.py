@@ -119,7 +119,7 @@ def table(rows: list[dict], images: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m wycifar.bench.deploy", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="wycifar-bench deploy", description=__doc__.splitlines()[0])
     parser.add_argument("target", type=Path, help="a run folder (outputs/train/<run>) or a .ckpt file")
     parser.add_argument("--data", default=None, help="the CIFAR-10 folder (default: the run's data.root)")
     parser.add_argument("--images", type=int, default=1000, help="batch-1 latency over this many images")

@@ -58,7 +58,8 @@ def hyperparameter_header(trainer: L.Trainer, pl_module: L.LightningModule) -> s
 class EpochTable(EpochMetrics):
     """| Epoch | LR | Time | TrainLoss | TrainAcc | ValLoss | ValAcc |, with LR as at the epoch's start.
 
-    Rows go to the log (terminal and the run's train.log), epochs.csv and epochs.md.
+    Rows go to the log (terminal and the run's train.log), epochs.csv and epochs.md; the epoch's
+    time and LR also to the loggers (epoch/time_s, epoch/lr).
     """
 
     def __init__(self, csv_name: str = "epochs.csv", markdown_name: str = "epochs.md") -> None:
@@ -127,6 +128,9 @@ class EpochTable(EpochMetrics):
         self.rows.append(row)
         emit(self.format_row(row))
         self.write(trainer)
+        # the table's own columns that Lightning does not log: the epoch's time and starting LR
+        for logger in trainer.loggers:
+            logger.log_metrics({"epoch/time_s": row["Time"], "epoch/lr": row["LR"]}, step=trainer.global_step)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero and self.rows:

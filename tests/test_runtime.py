@@ -114,6 +114,29 @@ def test_bad_models_and_images_are_one_line_each(exported, tmp_path):
     )
 
 
+def test_a_model_exported_without_metadata_gets_them(exported, tmp_path):
+    """python -m wycifar.export MODEL.onnx --data DIR: CIFAR-10's classes and normalisation, and
+    the file's own accuracy, which must agree with the one in its name."""
+    data = exported["images"][0].parents[2]
+    bare = onnx.load(str(exported["onnx"]))
+    del bare.metadata_props[:]
+    old = tmp_path / "old" / exported["onnx"].name
+    old.parent.mkdir()
+    onnx.save(bare, str(old))
+    result = run_main(export_main, old, "--data", data, "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    model = Classifier(tmp_path / old.name)
+    assert model.accuracy == pytest.approx(Classifier(exported["onnx"]).accuracy, abs=1e-4)
+    assert model.classes == Classifier(exported["onnx"]).classes
+    assert_one_line_error(
+        run_main(export_main, tmp_path / old.name, "--data", data), "already carries wycifar metadata"
+    )
+    misnamed = old.with_name("model_8005_0.0100.onnx")
+    old.rename(misnamed)
+    last = assert_one_line_error(run_main(export_main, misnamed, "--data", data), "not the 1.00% in its name")
+    assert "export its checkpoint instead" in last and not (tmp_path / misnamed.name).exists()
+
+
 def test_metadata_is_plain_json_strings(exported):
     props = {p.key: p.value for p in onnx.load(str(exported["onnx"])).metadata_props}
     assert json.loads(props["wycifar.classes"])[9] == "truck"

@@ -13,7 +13,8 @@ from conftest import REAL_CIFAR, ROOT, compose_train
 
 from wycifar.checkpoints import load_module
 from wycifar.models.onnx import check_onnx
-from wycifar.run_dirs import MODEL_NAME
+from wycifar.run_dirs import MODEL_NAME, parse_model_name
+from wycifar.runtime import Classifier
 
 RESULTS = ROOT / "results"
 
@@ -94,3 +95,12 @@ def test_each_seed_model_scores_its_accuracy_on_the_real_test_images(onnx_path: 
     accuracy = float((predicted == labels).mean())
     # the runs tested in bf16-mixed, onnxruntime computes in fp32: a few images apart at most
     assert accuracy == pytest.approx(float(SEED_MODEL.search(onnx_path.name).group(3)), abs=0.0015)
+    assert Classifier(onnx_path).accuracy == pytest.approx(accuracy, abs=1e-4)  # the file's own, in its metadata
+
+
+@pytest.mark.parametrize("onnx_path", sorted(RESULTS.rglob("*.onnx")), ids=lambda p: str(p.relative_to(RESULTS)))
+def test_every_shipped_onnx_model_carries_its_metadata(onnx_path: Path):
+    """Each works with wycifar-predict --onnx and wycifar.runtime alone."""
+    model = Classifier(onnx_path)
+    assert model.classes == sorted(model.classes) and len(model.classes) == 10 and model.image_size == 32
+    assert model.accuracy == pytest.approx(parse_model_name(onnx_path.name)[1], abs=0.0015)

@@ -3,7 +3,8 @@
 Writes model_<params>_<acc>.onnx, `acc` being that file's own accuracy on the test split as
 onnxruntime computes it, with the metadata wycifar.runtime needs (classes, input size,
 normalisation, accuracy). A run folder gives its tested checkpoint and its data folder; a
-checkpoint needs --data.
+checkpoint needs --data. An .onnx file that wycifar exported without metadata gets them (in place,
+or into --out), with CIFAR-10's classes and normalisation and its own measured accuracy.
 """
 
 from __future__ import annotations
@@ -20,10 +21,14 @@ import onnx
 from omegaconf import OmegaConf
 
 from wycifar.cli import run_cli
-from wycifar.errors import ConfigError
+from wycifar.errors import ConfigError, first_line
 from wycifar.files import atomic_path
-from wycifar.run_dirs import model_name
-from wycifar.runtime import Classifier, model_metadata
+from wycifar.run_dirs import model_name, parse_model_name
+from wycifar.runtime import PREFIX, Classifier, model_metadata
+
+# a file's accuracy in onnxruntime against the one in its name (measured in training, in bf16 or
+# fp32): within half a point, or the file was not trained with the normalisation assumed
+NAME_TOLERANCE = 0.005
 
 
 def accuracy(predict, inputs: np.ndarray, labels: np.ndarray, batch: int = 500) -> float:
@@ -108,13 +113,58 @@ def export(target: Path, data: str | None, out: Path | None) -> Path:
     return final
 
 
+def add_metadata(model_path: Path, data: str | None, out: Path | None) -> Path:
+    """A wycifar ONNX file that carries no metadata (exported before files carried them) gets
+    them: CIFAR-10's classes and normalisation, and its accuracy as onnxruntime measures it on
+    the test split, which must agree with the accuracy in its name (else it was not trained with
+    CIFAR-10's normalisation: export its checkpoint instead)."""
+    from wycifar.data.normalize import CIFAR10_MEAN, CIFAR10_STD
+    from wycifar.data.sources import load_split
+    from wycifar.resolvers import user_cache_dir
+
+    if not data:
+        raise ConfigError(f"--data is needed for {model_path}: the folder holding CIFAR-10's test/")
+    try:
+        model = onnx.load(str(model_path))
+    except Exception as error:  # noqa: BLE001 - onnx raises its own types for a bad file
+        raise ConfigError(f"{model_path} is not an ONNX model or is truncated ({first_line(error)[:160]})") from None
+    if any(p.key.startswith(PREFIX) for p in model.metadata_props):
+        raise ConfigError(f"{model_path} already carries wycifar metadata; nothing to add")
+    size = model.graph.input[0].type.tensor_type.shape.dim[-1].dim_value
+    test = load_split(Path(data), "test", image_size=size, cache_dir=user_cache_dir(), download=False)
+    with tempfile.TemporaryDirectory() as scratch:
+        draft = Path(scratch) / "model.onnx"
+        onnx.helper.set_model_props(model, model_metadata(test.classes, size, CIFAR10_MEAN, CIFAR10_STD, None))
+        onnx.save(model, str(draft))
+        images = test.images.permute(0, 2, 3, 1).numpy()
+        measured = accuracy(Classifier(draft).probabilities, images, test.labels.numpy())
+    named = parse_model_name(model_path.name)
+    if named is not None and abs(named[1] - measured) > NAME_TOLERANCE:
+        raise ConfigError(
+            f"{model_path} scores {100 * measured:.2f}% with CIFAR-10's normalisation, not the {100 * named[1]:.2f}% "
+            "in its name: it was trained with another; export its checkpoint instead"
+        )
+    onnx.helper.set_model_props(model, model_metadata(test.classes, size, CIFAR10_MEAN, CIFAR10_STD, measured))
+    final = (out or model_path.parent) / model_path.name
+    with atomic_path(final) as tmp:
+        onnx.save(model, str(tmp))
+    return final
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="wycifar-export", description=__doc__.splitlines()[0])
-    parser.add_argument("target", type=Path, help="a run folder (outputs/train/<run>) or a .ckpt file")
+    parser.add_argument(
+        "target",
+        type=Path,
+        help="a run folder (outputs/train/<run>), a .ckpt file, or an .onnx file to add metadata to",
+    )
     parser.add_argument("--data", default=None, help="the CIFAR-10 folder (default: the run's data.root)")
     parser.add_argument("--out", type=Path, default=None, help="where to write (default: the run folder)")
     args = parser.parse_args(argv)
-    path = run_cli(lambda: export(args.target, args.data, args.out))
+    if args.target.suffix == ".onnx":
+        path = run_cli(lambda: add_metadata(args.target, args.data, args.out))
+    else:
+        path = run_cli(lambda: export(args.target, args.data, args.out))
     print(path, flush=True)
     sys.exit(0)
 

@@ -8,6 +8,7 @@ import pytest
 from conftest import TINY, compose_train, make_image_folder, run_main
 
 from wycifar.ship import main as ship_main
+from wycifar.summary import main as summary_main
 from wycifar.train import main as train_main
 from wycifar.train import train
 
@@ -149,9 +150,16 @@ def test_ship_copies_a_run_into_results(tmp_path: Path, tiny_data: Path, capsys)
     for name in ["epochs.md", "curves.png", "gradcam.png", "misclassified.png", "confusion_matrix.png", "report.md"]:
         assert (shipped / name).is_file(), name
     assert len(list(shipped.glob("model_*.onnx.svg"))) == 1
-    # the run's seed (0) joins the recipe's seeds: its epoch table and ONNX model
-    assert sorted(p.name for p in (shipped / "seeds").iterdir()) == ["seed0.csv", f"seed0_model_8005_{acc}.onnx"]
+    # the run's seed (0) joins the recipe's seeds: its epoch table, ONNX model and job record,
+    # which wycifar.summary reads
+    assert sorted(p.name for p in (shipped / "seeds").iterdir()) == [
+        "seed0.csv",
+        "seed0.metrics.json",
+        f"seed0_model_8005_{acc}.onnx",
+    ]
     assert (shipped / "seeds" / "seed0.csv").read_text() == (tmp_path / "run" / "epochs.csv").read_text()
+    summary = run_main(summary_main, shipped / "seeds")
+    assert summary.returncode == 0 and f"| (none) | 1 | 0 | {100 * float(acc):.2f}% |" in summary.stdout
     # not a run folder: one line, exit 2, nothing written
     capsys.readouterr()
     with pytest.raises(SystemExit) as bad:

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import csv
 import json
+import socket
 import statistics
 import struct
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -183,6 +186,49 @@ def test_runs_started_together_all_land_in_one_mlflow_store(tmp_path: Path, tiny
         assert {f"report/{name}.png" for name in REPORT_IMAGES} <= set(artifacts(client, mlrun.info.run_id))
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_mlflow_ui_shows_the_store_and_a_run_can_log_to_that_server(tmp_path: Path, tiny_data: Path):
+    """`mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db` serves the runs wycifar wrote
+    there, and logger.mlflow.tracking_uri=http://... logs a run through a server instead."""
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    train_into(tmp_path, tiny_data, "logger=mlflow", "~callbacks.gradcam")
+    port = free_port()
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ui = start_command(
+        Path(sys.executable).parent / "mlflow", "ui", "--backend-store-uri", store, "--port", port, module=None
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(180):
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=1)
+                break
+            except OSError:
+                assert ui.poll() is None, finish(ui).stderr[-2000:]
+                time.sleep(1)
+        client = MlflowClient(url)
+        experiment = client.get_experiment_by_name("train").experiment_id
+        (direct,) = client.search_runs([experiment])
+        assert len(client.get_metric_history(direct.info.run_id, "val/acc")) == 2
+        train_into(tmp_path, tiny_data, "logger=mlflow", f"logger.mlflow.tracking_uri={url}", "seed=1")
+        runs = client.search_runs([experiment])
+        assert sorted(r.data.params["seed"] for r in runs) == ["0", "1"]
+        (served,) = [r for r in runs if r.data.params["seed"] == "1"]
+        assert len(client.get_metric_history(served.info.run_id, "val/acc")) == 2
+        assert {"report/curves.png", "report/gradcam.png"} <= set(artifacts(client, served.info.run_id))
+    finally:
+        ui.terminate()
+        finish(ui)
+
+
 def group_rows(path: Path) -> dict[str, dict]:
     return {row["overrides"]: row for row in csv.DictReader(path.open())}
 
@@ -227,8 +273,8 @@ def test_a_sweep_summary_puts_seeds_in_one_row_and_each_job_is_an_mlflow_run(tmp
 
 def test_summary_of_runs_made_separately(tmp_path: Path, tiny_data: Path):
     quick = ["~callbacks.onnx_export", "~callbacks.gradcam", "logger=none", "trainer.max_epochs=1"]
-    for seed in (0, 1):
-        train_into(tmp_path, tiny_data, f"seed={seed}", *quick)
+    train_into(tmp_path, tiny_data, "seed=0", *quick)
+    train_into(tmp_path, tiny_data, "seed=1", "threads=1", *quick)  # how fast, not what: same group
     train_into(tmp_path, tiny_data, "seed=0", "model.norm=gn", *quick)
     out = tmp_path / "table"
     result = run_main(summary_main, tmp_path / "train", "--out", out)
@@ -237,11 +283,18 @@ def test_summary_of_runs_made_separately(tmp_path: Path, tiny_data: Path):
     plain = [r["metrics"]["test/acc"] for r in records if "model.norm=gn" not in r["overrides"]]
     groups = group_rows(out / "summary.csv")
     assert set(groups) == {"", "model.norm=gn"} and groups["model.norm=gn"]["test_acc_sd"] == ""
+    assert groups[""]["n"] == "2" and groups[""]["seeds"] == "0 1"
     assert float(groups[""]["test_acc_mean"]) == pytest.approx(statistics.fmean(plain))
     assert float(groups[""]["test_acc_sd"]) == pytest.approx(statistics.stdev(plain))
     mean, sd = 100 * statistics.fmean(plain), 100 * statistics.stdev(plain)
     assert f"{mean:.2f}% ± {sd:.2f}" in result.stdout and result.stdout == (out / "summary.md").read_text()
     assert len(list(csv.DictReader((out / "jobs.csv").open()))) == 3
+    # --ignore: an override that does not split groups
+    merged = run_main(summary_main, tmp_path / "train", "--ignore", "model")
+    every = [r["metrics"]["test/acc"] for r in records]
+    assert f"| (none) | 3 | 0 1 0 | {100 * statistics.fmean(every):.2f}% ± {100 * statistics.stdev(every):.2f}" in (
+        merged.stdout
+    )
 
 
 def test_summary_refuses_what_holds_no_runs(tmp_path: Path):

@@ -51,7 +51,7 @@ def run_name(output_dir: str | Path, log_dir: str | Path) -> str:
 
 def recipe_tags() -> dict[str, str]:
     """The recipe of the run as tags: its experiment (`default` without one), the config groups
-    chosen, the seed's siblings' overrides."""
+    chosen and the command line's overrides."""
     if not HydraConfig.initialized():
         return {}
     hydra_cfg = HydraConfig.get()

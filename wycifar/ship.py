@@ -1,7 +1,8 @@
 """python -m wycifar.ship RUN_DIR RECIPE_DIR [--model]: keep a finished run under results/.
 
-Every shipped run adds its seed's epoch table and ONNX model to RECIPE_DIR/seeds/
-(seed<N>.csv, seed<N>_model_<params>_<test acc>.onnx), from which a recipe's mean is checked.
+Every shipped run adds its seed's epoch table, ONNX model and job record to RECIPE_DIR/seeds/
+(seed<N>.csv, seed<N>_model_<params>_<test acc>.onnx, seed<N>.metrics.json), from which a
+recipe's mean is checked (`python -m wycifar.summary RECIPE_DIR/seeds`).
 With --model the run also becomes the recipe's model: its reports (epoch table, curves, GradCAM,
 mistakes, confusion matrix, summary, report.md, network SVG), its ONNX model and its tested
 checkpoint slimmed to weights and hyperparameters (model_<params>_<test acc>.ckpt, what
@@ -57,6 +58,8 @@ def ship(run_dir: Path, dest: Path, model: bool = False) -> list[Path]:
         old.unlink()
     written = [Path(shutil.copy2(run_dir / table, seeds / f"seed{seed}.csv"))]
     written.append(Path(shutil.copy2(onnx[-1], seeds / f"seed{seed}_{onnx[-1].name}")))
+    if (run_dir / "metrics.json").is_file():
+        written.append(Path(shutil.copy2(run_dir / "metrics.json", seeds / f"seed{seed}.metrics.json")))
     if not model:
         return written
     for old in [*dest.glob("model_*.ckpt"), *dest.glob("model_*.onnx"), *dest.glob("model_*.onnx.svg")]:

@@ -1,8 +1,10 @@
 """python -m wycifar.summary FOLDER... [--out DIR]: the runs below the folders, mean ± sd over seeds.
 
-Reads every metrics.json in or below the folders (run folders, sweeps, outputs/train), puts the
-runs whose overrides differ only in `seed` in one row (n, mean ± sd, min-max of each accuracy;
-sd is the sample standard deviation), and lists the runs one by one below. A sweep writes the
+Reads every metrics.json in or below the folders (run folders, sweeps, outputs/train; a shipped
+seed's seed<N>.metrics.json), puts the runs whose overrides differ only in `seed` in one row (n,
+mean ± sd, min-max of each accuracy; sd is the sample standard deviation), and lists the runs one
+by one below. Overrides of where or how fast a run ran (data.root, paths, threads, ...) and any
+given with --ignore do not split groups. A sweep writes the
 same tables as summary.md, summary.csv (one row per group) and jobs.csv (one row per job).
 """
 
@@ -31,14 +33,16 @@ JOB_COLUMNS = ["job", "folder", "overrides", "seed", "params", "val_acc_best", "
 
 
 def find_records(folders: list[Path]) -> list[tuple[Path, dict]]:
-    """(run folder, its metrics.json) for each run in or below `folders`, each once, in path order."""
+    """(run, its record) for each run in or below `folders`, each once, in path order: a run
+    folder's metrics.json, or a shipped seed's seed<N>.metrics.json (wycifar.ship)."""
     found: dict[Path, dict] = {}
     for folder in folders:
         if not folder.is_dir():
             raise ConfigError(f"{folder} is not a folder; give run folders or folders holding them (outputs/train)")
-        for path in sorted(folder.rglob("metrics.json")):
+        for path in sorted(folder.rglob("*metrics.json")):
+            run = path.parent if path.name == "metrics.json" else path.with_name(path.name.split(".")[0])
             try:
-                found[path.parent.resolve()] = json.loads(path.read_text())
+                found[run.resolve()] = json.loads(path.read_text())
             except (OSError, json.JSONDecodeError) as error:
                 raise ConfigError(f"{path} is not a wycifar job record (metrics.json): {error}") from None
     if not found:
@@ -46,8 +50,22 @@ def find_records(folders: list[Path]) -> list[tuple[Path, dict]]:
     return sorted(found.items())
 
 
+# Overrides that say where or how fast a run ran, not what it trained: left out when runs are grouped
+# (`--ignore` adds more, e.g. trainer or module.compile for runs on other hardware)
+WHERE_NOT_WHAT = ("paths", "hydra", "data.root", "data.cache_dir", "threads", "callbacks.progress_bar", "logger")
+
+
+def override_key(override: str) -> str:
+    return override.lstrip("+~").split("=", 1)[0]
+
+
+def is_ignored(override: str, ignored: tuple[str, ...]) -> bool:
+    key = override_key(override)
+    return any(key == prefix or key.startswith(prefix + ".") for prefix in ignored)
+
+
 def is_seed(override: str) -> bool:
-    return override.lstrip("+~").split("=", 1)[0] == "seed"
+    return override_key(override) == "seed"
 
 
 def spread(values: list[float]) -> dict[str, float | None]:
@@ -62,14 +80,31 @@ def spread(values: list[float]) -> dict[str, float | None]:
 class Summary:
     """Runs' records grouped by their overrides without the seed."""
 
-    def __init__(self, records: list[tuple[Path, dict]], metric: str = "test/acc", root: Path | None = None):
+    def __init__(
+        self,
+        records: list[tuple[Path, dict]],
+        metric: str = "test/acc",
+        root: Path | None = None,
+        ignore: tuple[str, ...] = (),
+    ):
         self.records, self.metric, self.root = records, metric, root
+        self.ignored = WHERE_NOT_WHAT + tuple(ignore)
         lists = [r.get("overrides", []) for _, r in records]
         # overrides every run shares go in the title; the tables show what the runs vary
         self.common = [o for o in lists[0] if all(o in other for other in lists)] if lists else []
 
-    def varied(self, record: dict, seed: bool = True) -> str:
-        return " ".join(o for o in record.get("overrides", []) if o not in self.common and (seed or not is_seed(o)))
+    def varied(self, record: dict) -> str:
+        """The record's overrides that not every run shares (the per-run table shows them)."""
+        return " ".join(o for o in record.get("overrides", []) if o not in self.common)
+
+    def recipe(self, record: dict) -> str:
+        """What groups runs: the overrides not every run shares, without the seed and without
+        those that say where or how fast the run ran."""
+        return " ".join(
+            o
+            for o in record.get("overrides", [])
+            if o not in self.common and not is_seed(o) and not is_ignored(o, self.ignored)
+        )
 
     def jobs(self) -> list[dict]:
         rows = []
@@ -95,7 +130,7 @@ class Summary:
     def groups(self) -> list[dict]:
         grouped: dict[str, list[dict]] = {}
         for _, record in self.records:
-            grouped.setdefault(self.varied(record, seed=False), []).append(record)
+            grouped.setdefault(self.recipe(record), []).append(record)
         rows = []
         for overrides, members in grouped.items():
             done = [r for r in members if r.get("status", "ok") == "ok"]
@@ -183,9 +218,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("folders", type=Path, nargs="+", help="run folders, sweeps, or folders holding them")
     parser.add_argument("--metric", default="test/acc", help="sort by this metric (default: test/acc)")
     parser.add_argument("--out", type=Path, default=None, help="also write summary.md, summary.csv, jobs.csv here")
+    parser.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="an override key (or group, e.g. trainer) that does not split groups; "
+        f"always left out: {', '.join(WHERE_NOT_WHAT)}",
+    )
 
     def summarise() -> str:
-        summary = Summary(find_records(args.folders), args.metric)
+        summary = Summary(find_records(args.folders), args.metric, ignore=tuple(args.ignore))
         title = "Runs in " + ", ".join(map(str, args.folders))
         if args.out is None:
             return summary.markdown(title)

@@ -37,6 +37,24 @@ def accuracy(predict, inputs: np.ndarray, labels: np.ndarray, batch: int = 500) 
     return float((predicted == labels).mean())
 
 
+def onnx_accuracy(model: onnx.ModelProto, test) -> float:
+    """Top-1 accuracy in onnxruntime of `model` (with its wycifar metadata, which say how to
+    preprocess) on a test split (uint8 images [N, C, H, W], labels)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        draft = Path(scratch) / "model.onnx"
+        onnx.save(model, str(draft))
+        images = test.images.permute(0, 2, 3, 1).numpy()
+        return accuracy(Classifier(draft).probabilities, images, test.labels.numpy())
+
+
+def save_with_metadata(model: onnx.ModelProto, metadata: dict[str, str], path: Path) -> Path:
+    """`model` with `metadata` as its metadata_props, written whole at `path`."""
+    onnx.helper.set_model_props(model, metadata)
+    with atomic_path(path) as tmp:
+        onnx.save(model, str(tmp))
+    return path
+
+
 @dataclass
 class SavedModel:
     """A saved network with what its export needs: its classes, its input normalisation and the
@@ -103,14 +121,9 @@ def export(target: Path, data: str | None, out: Path | None) -> Path:
     with tempfile.TemporaryDirectory() as scratch:
         draft = Path(scratch) / "model.onnx"
         saved.export(draft)
-        images = saved.test.images.permute(0, 2, 3, 1).numpy()
-        measured = accuracy(Classifier(draft).probabilities, images, saved.test.labels.numpy())
         model = onnx.load(str(draft))
-    onnx.helper.set_model_props(model, saved.metadata(measured))
-    final = Path(out) / model_name(saved.params, measured, "onnx")
-    with atomic_path(final) as tmp:
-        onnx.save(model, str(tmp))
-    return final
+    measured = onnx_accuracy(model, saved.test)
+    return save_with_metadata(model, saved.metadata(measured), Path(out) / model_name(saved.params, measured, "onnx"))
 
 
 def add_metadata(model_path: Path, data: str | None, out: Path | None) -> Path:
@@ -132,23 +145,16 @@ def add_metadata(model_path: Path, data: str | None, out: Path | None) -> Path:
         raise ConfigError(f"{model_path} already carries wycifar metadata; nothing to add")
     size = model.graph.input[0].type.tensor_type.shape.dim[-1].dim_value
     test = load_split(Path(data), "test", image_size=size, cache_dir=user_cache_dir(), download=False)
-    with tempfile.TemporaryDirectory() as scratch:
-        draft = Path(scratch) / "model.onnx"
-        onnx.helper.set_model_props(model, model_metadata(test.classes, size, CIFAR10_MEAN, CIFAR10_STD, None))
-        onnx.save(model, str(draft))
-        images = test.images.permute(0, 2, 3, 1).numpy()
-        measured = accuracy(Classifier(draft).probabilities, images, test.labels.numpy())
+    onnx.helper.set_model_props(model, model_metadata(test.classes, size, CIFAR10_MEAN, CIFAR10_STD, None))
+    measured = onnx_accuracy(model, test)
     named = parse_model_name(model_path.name)
     if named is not None and abs(named[1] - measured) > NAME_TOLERANCE:
         raise ConfigError(
             f"{model_path} scores {100 * measured:.2f}% with CIFAR-10's normalisation, not the {100 * named[1]:.2f}% "
             "in its name: it was trained with another; export its checkpoint instead"
         )
-    onnx.helper.set_model_props(model, model_metadata(test.classes, size, CIFAR10_MEAN, CIFAR10_STD, measured))
-    final = (out or model_path.parent) / model_path.name
-    with atomic_path(final) as tmp:
-        onnx.save(model, str(tmp))
-    return final
+    metadata = model_metadata(test.classes, size, CIFAR10_MEAN, CIFAR10_STD, measured)
+    return save_with_metadata(model, metadata, (out or model_path.parent) / model_path.name)
 
 
 def main(argv: list[str] | None = None) -> None:

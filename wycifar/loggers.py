@@ -67,27 +67,23 @@ def flat_config(cfg: DictConfig) -> dict[str, Any]:
     interpolation cannot be resolved in this config (eval's has no `module`) is kept as written."""
     flat: dict[str, Any] = {}
 
-    def walk(node: DictConfig, prefix: str) -> None:
+    def walk(node: DictConfig, written: dict, prefix: str) -> None:
         for key in node.keys():
             if not prefix and key in ("hydra", "logger"):
                 continue
             try:
                 value = node[key]
+                if isinstance(value, ListConfig):
+                    value = OmegaConf.to_container(value, resolve=True)
             except OmegaConfBaseException:
-                value = node._get_node(key)._value()
+                value = written[key]
             if isinstance(value, DictConfig):
-                walk(value, f"{prefix}{key}/")
-            elif isinstance(value, ListConfig):
-                try:
-                    flat[f"{prefix}{key}"] = str(OmegaConf.to_container(value, resolve=True))
-                except OmegaConfBaseException:
-                    flat[f"{prefix}{key}"] = str(OmegaConf.to_container(value, resolve=False))
+                walk(value, written[key], f"{prefix}{key}/")
             else:
-                flat[f"{prefix}{key}"] = (
-                    value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
-                )
+                scalar = isinstance(value, (int, float, str, bool)) or value is None
+                flat[f"{prefix}{key}"] = value if scalar else str(value)
 
-    walk(cfg, "")
+    walk(cfg, OmegaConf.to_container(cfg, resolve=False), "")
     return flat
 
 

@@ -42,6 +42,10 @@ def run_command(hydra_main: Callable[[], object]) -> None:
     """A Hydra command line (`python -m wycifar.<name>`, `wycifar-<name>`): extras checked first."""
     import torch
 
+    from hydra_plugins.wycifar_launcher import register
+
+    register()  # hydra/launcher=parallel, also where wycifar is installed in editable mode
+
     require_extras(sys.argv[1:])
     torch.set_float32_matmul_precision("high")
     hydra_main()

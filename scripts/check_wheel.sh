@@ -60,6 +60,13 @@ ls outputs/exported/model_*.onnx > /dev/null
 test "$(grep -c "| ok |" outputs/sweep/summary.md)" -eq 2
 echo "a sweep of two jobs: outputs/sweep/summary.md"
 
+"$bin/wycifar-train" -m hydra/launcher=parallel hydra.launcher.jobs=2 $small trainer.limit_train_batches=1 seed=0,1 \
+  hydra.sweep.dir=outputs/psweep > psweep.out
+test "$(grep -c "| ok |" outputs/psweep/summary.md)" -eq 2
+grep -q "job 1 ended: ok" psweep.out
+test -f outputs/psweep/1/console.log
+echo "hydra/launcher=parallel: two jobs at once, outputs/psweep/summary.md"
+
 "$bin/wycifar-bench" bench.batches=2 bench.warmup=1 bench.eval_batches=1 bench.train_images=64 bench.test_images=32 \
   data.batch_size=8 model.base_width=8 trainer.accelerator=cpu hydra.run.dir=outputs/bench | tail -1 | grep -q '"fit_img_s"'
 echo "bench ran"

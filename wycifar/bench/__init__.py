@@ -1,5 +1,6 @@
 """python -m wycifar.bench [overrides]: how fast, measured three ways in one process.
-(`python -m wycifar.bench deploy RUN_OR_CHECKPOINT ...`: the deployed model, wycifar.bench.deploy.)
+(`python -m wycifar.bench deploy RUN_OR_CHECKPOINT ...`: the deployed model, wycifar.bench.deploy;
+`python -m wycifar.bench sweep ...`: hydra/launcher=parallel against the basic launcher, wycifar.bench.sweep.)
 
 (a) the data pipeline alone: cached uint8 images -> augmented, normalised batches on the device;
 (b) a bare PyTorch training loop (forward, loss, backward, SGD step) on ready batches: the floor;
@@ -39,5 +40,10 @@ def main() -> None:
         from wycifar.bench.deploy import main as deploy_main
 
         deploy_main(sys.argv[2:])
+        return
+    if sys.argv[1:2] == ["sweep"]:  # wycifar-bench sweep ...: the parallel launcher against the basic one
+        from wycifar.bench.sweep import main as sweep_main
+
+        sweep_main(sys.argv[2:])
         return
     run_command(hydra_main)

@@ -13,8 +13,8 @@ from wycifar.train import train
 def test_decay_warms_up_then_holds():
     averaged, current = torch.zeros(3), torch.ones(3)
     # update n (counting from 0) keeps (1 + n) / (10 + n) of the average, capped at `decay`
-    assert torch.allclose(warmup_ema(averaged, current, torch.tensor(1), decay=0.999), torch.full((3,), 1 - 2 / 11))
-    late = warmup_ema(averaged, current, torch.tensor(100_000), decay=0.999)
+    assert torch.allclose(warmup_ema(averaged, current, 1, decay=0.999), torch.full((3,), 1 - 2 / 11))
+    late = warmup_ema(averaged, current, 100_000, decay=0.999)
     assert torch.allclose(late, torch.full((3,), 0.001), atol=1e-6)
 
 

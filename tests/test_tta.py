@@ -32,15 +32,14 @@ def test_each_mode_has_its_views_and_weights_that_sum_to_one(mode, count):
 def test_tta_probs_average_the_views():
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(10))
     x = torch.randn(5, 3, 8, 8)
-    logits = net(x)
-    single = logits.softmax(1)
-    assert torch.allclose(tta_probs(net, x, logits, "none"), single)
-    flip = tta_probs(net, x, logits, "flip")
+    single = net(x).softmax(1)
+    assert torch.allclose(tta_probs(net, x, single, "none"), single)
+    flip = tta_probs(net, x, single, "flip")
     assert torch.allclose(flip, (single + net(x.flip(3)).softmax(1)) / 2)
-    assert torch.allclose(tta_probs(net, x, logits, "flip_translate").sum(1), torch.ones(5))
-    # the caller's logits stand for the image itself: only the other views run the network
+    assert torch.allclose(tta_probs(net, x, single, "flip_translate").sum(1), torch.ones(5))
+    # the caller's probabilities stand for the image itself: only the other views run the network
     calls = []
-    tta_probs(lambda view: calls.append(view) or net(view), x, logits, "flip_translate")
+    tta_probs(lambda view: calls.append(view) or net(view), x, single, "flip_translate")
     assert len(calls) == 5
 
 

@@ -16,6 +16,7 @@ import wycifar.resolvers  # noqa: F401 - conf/'s resolvers, before any config is
 from wycifar.checkpoints import load_teacher
 from wycifar.errors import ConfigError, WycifarError, check_number, check_whole_number
 from wycifar.module import WyCifarModule
+from wycifar.precision import accelerator_of
 
 log = logging.getLogger(__name__)
 
@@ -100,20 +101,24 @@ def map_gpus(trainer_cfg: dict) -> dict:
         return cfg
     if isinstance(gpus, bool) or not isinstance(gpus, (int, str, list)):
         raise ConfigError(f"trainer.gpus={gpus!r} is not allowed; give a number of GPUs (e.g. 1, or -1 for all)")
-    log.warning(
-        "trainer.gpus=%s is deprecated (removed in Lightning 2); using trainer.accelerator=gpu trainer.devices=%s",
-        gpus,
-        gpus,
-    )
-    if gpus == 0:
+    # the same rule chooses the default precision (conf/trainer/default.yaml)
+    if accelerator_of(cfg.get("accelerator", "auto"), gpus) == "cpu":
         cfg["accelerator"], cfg["devices"] = "cpu", 1
+    else:
+        cfg["accelerator"], cfg["devices"] = "gpu", gpus
+    log.warning(
+        "trainer.gpus=%s is deprecated (removed in Lightning 2); using trainer.accelerator=%s trainer.devices=%s",
+        gpus,
+        cfg["accelerator"],
+        cfg["devices"],
+    )
+    if cfg["accelerator"] == "cpu":
         return cfg
     if not torch.cuda.is_available():
         raise ConfigError(
             f"trainer.gpus={gpus} asks for a GPU, but this machine has none (torch.cuda.is_available() is False); "
             "drop trainer.gpus or use trainer.accelerator=cpu"
         )
-    cfg["accelerator"], cfg["devices"] = "gpu", gpus
     return cfg
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -19,6 +20,19 @@ from wycifar.tta import TTA_MODES, tta_probs
 INTERVALS = ("epoch", "step")
 # torch.compile's modes; reduce-overhead replays CUDA graphs on a GPU.
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def rng_generators(device: torch.device) -> dict[str, tuple[Callable, Callable]]:
+    """The global generators a step on `device` draws from, as (get_state, set_state) pairs: the
+    CPU's, and the GPU's where the module trains on one (that device's only: under DDP each rank
+    restores rank 0's, as every rank was seeded alike)."""
+    generators = {"torch": (torch.get_rng_state, torch.set_rng_state)}
+    if device.type == "cuda":
+        generators["cuda"] = (
+            lambda: torch.cuda.get_rng_state(device),
+            lambda state: torch.cuda.set_rng_state(state, device),
+        )
+    return generators
 
 
 class WyCifarModule(L.LightningModule):
@@ -64,6 +78,7 @@ class WyCifarModule(L.LightningModule):
         num_classes = self.net.num_classes
         # Kept out of the children too: a distilled checkpoint holds the student only.
         self._teacher: list[torch.nn.Module] = [teacher.eval().requires_grad_(False)] if teacher is not None else []
+        self._compiled_teacher: list[torch.nn.Module] = []
         if teacher is not None and getattr(teacher, "num_classes", num_classes) != num_classes:
             raise ConfigError(
                 f"module.teacher predicts {teacher.num_classes} classes; the student predicts {num_classes}"
@@ -94,6 +109,15 @@ class WyCifarModule(L.LightningModule):
             self._compiled.append(self.compiled(self.net))
         return self._compiled[0](x)
 
+    def teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The teacher's logits, compiled as the student is: beside a compiled student an eager
+        teacher's kernel launches would set the pace of a step."""
+        if not self.hparams.compile:
+            return self.teacher_net(x)
+        if not self._compiled_teacher:
+            self._compiled_teacher.append(self.compiled(self.teacher_net))
+        return self._compiled_teacher[0](x)
+
     def _loss(self, logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         return F.cross_entropy(logits.float(), y, label_smoothing=self.hparams.label_smoothing, reduction=reduction)
 
@@ -105,15 +129,15 @@ class WyCifarModule(L.LightningModule):
         logits = self(x)
         per_image_loss = self._loss(logits, y, reduction="none")
         loss = per_image_loss.mean()
+        self.train_loss(per_image_loss.detach())
+        self.train_acc((logits.detach().argmax(1) == y).float())
         if self.teacher_net is not None:
             with torch.no_grad():
-                teacher_logits = self.teacher_net(x)
+                teacher_logits = self.teacher_logits(x)
             weight = self.hparams.distill_weight
             loss = (1 - weight) * loss + weight * soft_target_loss(
                 logits, teacher_logits, self.hparams.distill_temperature
             )
-        self.train_loss(per_image_loss.detach())
-        self.train_acc((logits.detach().argmax(1) == y).float())
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         if self.hparams.l1_lambda:
@@ -146,23 +170,34 @@ class WyCifarModule(L.LightningModule):
         """Returns the class probabilities, for the report callbacks (confusion matrix, mistakes)."""
         x, y = batch
         logits = self(x)
+        # Everything read from `logits` is taken now: under CUDA graphs (compile_mode=reduce-overhead)
+        # the next call of the network, a TTA view's, overwrites the memory they live in.
         self.test_loss(self._loss(logits, y), weight=len(y))
         self.test_acc(logits, y)
+        probs = logits.detach().float().softmax(1)
+        del logits
         self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
         self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
         if self.hparams.tta != "none":
-            self.test_acc_tta(tta_probs(self, x, logits, self.hparams.tta), y)
+            self.test_acc_tta(tta_probs(self, x, probs, self.hparams.tta), y)
             self.log("test/acc_tta", self.test_acc_tta, on_step=False, on_epoch=True)
-        return {"probs": logits.detach().float().softmax(1), "target": y}
+        return {"probs": probs, "target": y}
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         return self(x).float().softmax(1)
 
+    def _training_device(self) -> torch.device:
+        """Where the module trains: the strategy's device (on_load_checkpoint runs before the
+        module is moved there)."""
+        if self._trainer is not None:
+            return self._trainer.strategy.root_device
+        return self.device
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # Dropout draws from torch's global generator: keep its state so that a resumed run
-        # continues exactly as an uninterrupted one would.
-        checkpoint["torch_rng_state"] = torch.get_rng_state()
+        # Dropout draws from torch's global generators, the CPU's and, on a GPU, the device's: keep
+        # their states so that a resumed run continues exactly as an uninterrupted one would.
+        checkpoint["rng_states"] = {name: get() for name, (get, _) in rng_generators(self._training_device()).items()}
         # What prediction needs besides the weights: class names and input normalisation.
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None and getattr(datamodule, "test_data", None) is not None:
@@ -174,8 +209,15 @@ class WyCifarModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         fitting = self._trainer is not None and self._trainer.state.fn == "fit"
-        if "torch_rng_state" in checkpoint and fitting:
-            torch.set_rng_state(checkpoint["torch_rng_state"])
+        if not fitting:
+            return
+        states = checkpoint.get("rng_states", {})
+        if "torch_rng_state" in checkpoint:  # checkpoints written before the CUDA state was kept
+            states = {"torch": checkpoint["torch_rng_state"]}
+        generators = rng_generators(self._training_device())
+        for name, state in states.items():
+            if name in generators:  # a GPU run's checkpoint resumed on a CPU leaves the CUDA state out
+                generators[name][1](state)
 
     def parameter_groups(self) -> list[dict]:
         """With `decay_norm_and_bias` off, weight decay on conv weights only: decaying norm scales

@@ -16,13 +16,20 @@ def user_cache_dir() -> str:
     return str(Path(base) / "wycifar")
 
 
-def best_precision(accelerator: str = "auto") -> str:
+def best_precision(accelerator: str = "auto", gpus=None) -> str:
     from wycifar.precision import best_precision as best  # torch, only where a config asks
 
-    return best(accelerator)
+    return best(accelerator, gpus)
+
+
+def cudnn_benchmark(deterministic=None) -> bool:
+    """cuDNN autotuning on unless the run asks to be deterministic (trainer.deterministic true or
+    warn), whichever trainer config chose the GPU; a CPU run ignores it."""
+    return not deterministic
 
 
 OmegaConf.register_new_resolver("best_precision", best_precision, replace=True)
+OmegaConf.register_new_resolver("cudnn_benchmark", cudnn_benchmark, replace=True)
 OmegaConf.register_new_resolver("user_cache_dir", user_cache_dir, replace=True)
 # cached: a run resolves its folder once, and its sweep jobs inherit it (conf/hydra/default.yaml)
 OmegaConf.register_new_resolver("claim_dir", claim_dir, use_cache=True, replace=True)

@@ -23,7 +23,7 @@ def translate(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
 
 def views(x: torch.Tensor, mode: str) -> list[tuple[torch.Tensor, float]]:
     """(view, weight) pairs; the weights sum to 1. The first view is x itself (tta_probs takes its
-    logits from the caller)."""
+    probabilities from the caller)."""
     if mode == "none":
         return [(x, 1.0)]
     mirrored = x.flip(3)
@@ -35,9 +35,14 @@ def views(x: torch.Tensor, mode: str) -> list[tuple[torch.Tensor, float]]:
 
 
 def tta_probs(
-    forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, logits: torch.Tensor, mode: str
+    forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, probs: torch.Tensor, mode: str
 ) -> torch.Tensor:
-    """The weighted mean of the views' class probabilities. `logits` are forward(x), which the
-    caller has computed already: only the other views run the network."""
+    """The weighted mean of the views' class probabilities. `probs` are forward(x)'s, which the
+    caller has computed already: only the other views run the network. Each view's output is
+    turned into probabilities before the next call: under CUDA graphs a call reuses the memory of
+    the previous call's output."""
     (_, weight), *others = views(x, mode)
-    return weight * logits.float().softmax(1) + sum(w * forward(view).float().softmax(1) for view, w in others)
+    mean = weight * probs.float()
+    for view, w in others:
+        mean = mean + w * forward(view).float().softmax(1)
+    return mean

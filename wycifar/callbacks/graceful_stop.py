@@ -5,6 +5,10 @@ writes the checkpoint from `on_exception`. Ctrl-C is ours: the first one asks fo
 before the next batch (a second one interrupts at once). Either way optimiser, schedule, random
 state and the data module's position describe the same moment, so `ckpt_path=last` continues
 exactly where the run stopped.
+
+Under DDP every process stops at the same batch, on rank 0's flag sent to all (as Lightning does
+for SIGTERM): saving ends in a barrier, and a process that saw Ctrl-C a batch later, or not at
+all, would be waiting in the gradient all-reduce instead.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import signal
 from pathlib import Path
 
 import lightning as L
+import torch
+import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -51,8 +57,18 @@ class GracefulStop(Callback):
         trainer.save_checkpoint(self.path)
         log.info("%s: saved %s", why, self.path)
 
+    def stop_requested(self, trainer: L.Trainer) -> bool:
+        """This process's Ctrl-C flag, or under DDP rank 0's, the same on every rank. (Lightning's
+        SIGTERM broadcast has already waited for the device before each batch: this one adds a
+        message, not a stall.)"""
+        if trainer.world_size <= 1 or not (dist.is_available() and dist.is_initialized()):
+            return self.interrupted
+        flag = torch.tensor([int(self.interrupted)], device=trainer.strategy.root_device)
+        dist.broadcast(flag, src=0)
+        return bool(flag.item())
+
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        if not self.interrupted:
+        if not self.stop_requested(trainer):
             return
         self._save(trainer, "SIGINT")
         raise InterruptedRun(message("SIGINT", trainer.current_epoch, batch_idx, self.path))

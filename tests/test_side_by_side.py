@@ -69,7 +69,7 @@ def test_trainings_sweeps_and_evaluations_started_together_keep_apart(tmp_path: 
     (sweep_root,) = (tmp_path / "train-multirun").iterdir()
     job = {n: json.loads((sweep_root / n / "metrics.json").read_text()) for n in ("0", "1")}
     assert job["0"]["status"] == "ok" and job["0"]["seed"] == 9
-    assert job["1"]["status"] == "diverged" and "training diverged: train/loss is" in job["1"]["error"]
+    assert job["1"]["status"] == "diverged" and "training diverged: the training loss is" in job["1"]["error"]
     assert not list((sweep_root / "1").glob("model_*.onnx"))
     assert "| diverged |" in (sweep_root / "summary.md").read_text()
 

@@ -58,7 +58,9 @@ def test_multirun_writes_job_folders_and_a_sorted_summary_past_failing_jobs(tmp_
         assert status[f"model.norm={norm} optimizer.lr=30"] == "diverged"
     diverged = [json.loads(f.read_text()) for f in root.glob("*/metrics.json")]
     diverged = [r for r in diverged if r["status"] == "diverged"]
-    assert len(diverged) == 2 and all(r["error"].startswith("training diverged: train/loss is") for r in diverged)
+    assert len(diverged) == 2 and all(
+        r["error"].startswith("training diverged: the training loss is") for r in diverged
+    )
     done = [r for r in rows if r["status"] == "ok"]
     assert sorted(r["overrides"] for r in done) == ["model.norm=bn optimizer.lr=0.1", "model.norm=gn optimizer.lr=0.1"]
     best = [float(r["val_acc_best"]) for r in done]

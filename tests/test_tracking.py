@@ -165,7 +165,8 @@ def test_a_logger_without_its_extra_stops_before_training(tmp_path: Path, tiny_d
         result, f"logger={logger} needs the {logger} package, which is not installed: pip install 'wycifar[{logger}]'"
     )
     run = only_run(tmp_path)
-    assert not (run / "checkpoints").exists() and not (run / "metrics.json").exists()
+    assert not (run / "checkpoints").exists()
+    assert json.loads((run / "metrics.json").read_text())["status"].startswith(f"error: logger={logger} needs")
 
 
 @pytest.mark.slow

@@ -4,6 +4,20 @@ Importing the package imports nothing heavy: `wycifar.runtime` runs a model with
 and onnxruntime alone.
 """
 
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 
-__version__ = version("wycifar")  # pyproject.toml holds the one number
+
+def _version() -> str:
+    """The installed package's version; from a checkout that is not installed, pyproject.toml's."""
+    try:
+        return version("wycifar")  # pyproject.toml holds the one number
+    except PackageNotFoundError:
+        import re
+        from pathlib import Path
+
+        pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+        found = re.search(r'^version = "([^"]+)"', pyproject.read_text(), re.M) if pyproject.is_file() else None
+        return found.group(1) if found else "0+unknown"
+
+
+__version__ = _version()

@@ -40,6 +40,16 @@ def read_checkpoint(path: str | Path) -> dict:
         raise ConfigError(
             f"checkpoint {str(path)!r} is not a wycifar checkpoint: it has no state_dict and hyper_parameters"
         )
+    bad = [
+        name
+        for name, value in checkpoint["state_dict"].items()
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all())
+    ]
+    if bad:
+        raise ConfigError(
+            f"checkpoint {str(path)!r} holds {len(bad)} tensors that are not finite ({', '.join(bad[:3])}): "
+            "the weights of a diverged run; use an earlier checkpoint"
+        )
     return checkpoint
 
 

@@ -23,8 +23,8 @@ EXTRAS = {
 }
 
 
-def fail(message: str, exit_code: int) -> None:
-    print(f"error: {message}", file=sys.stderr, flush=True)
+def fail(message: str, exit_code: int, prefix: str = "error: ") -> None:
+    print(f"{prefix}{message}", file=sys.stderr, flush=True)
     sys.exit(exit_code)
 
 
@@ -35,7 +35,7 @@ def run_cli(body: Callable[[], T]) -> T:
     except WycifarError as error:
         if os.environ.get("WYCIFAR_DEBUG"):
             raise
-        fail(str(error), error.exit_code)
+        fail(str(error), error.exit_code, error.prefix)
 
 
 def run_command(hydra_main: Callable[[], object]) -> None:

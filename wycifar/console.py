@@ -52,3 +52,6 @@ def quiet_notices() -> None:
     if not any(isinstance(f, _DropLightningTips) for f in logger.filters):
         logger.addFilter(_DropLightningTips())
     warnings.filterwarnings("ignore", message=r".*LeafSpec.* is deprecated")
+    # every run claims a fresh folder, so a checkpoint folder with files in it is the run's own,
+    # resumed in place (ckpt_path): nothing of another run's is overwritten
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")

@@ -5,6 +5,8 @@ class WycifarError(Exception):
     """Base: `exit_code` is the process's exit status when it reaches the command line."""
 
     exit_code = 1
+    # how the command line starts its one line
+    prefix = "error: "
 
 
 class ConfigError(WycifarError, ValueError):
@@ -52,3 +54,4 @@ class InterruptedRun(WycifarError):
     """Ctrl-C or SIGTERM: a resumable checkpoint was written; the message says how to resume."""
 
     exit_code = 130
+    prefix = ""  # a stop the user asked for, not an error

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 import hydra
 import lightning as L
-from omegaconf import DictConfig
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
 
 from wycifar.builders import build_callbacks, build_loggers, build_trainer, instantiate_checked
 from wycifar.checkpoints import load_module
@@ -15,21 +18,34 @@ from wycifar.errors import ConfigError, check_choice
 from wycifar.loggers import close as close_loggers
 from wycifar.loggers import log_config
 from wycifar.process import configure_process
-from wycifar.run_dirs import resolve_ckpt_path
-from wycifar.train import accuracy_line
+from wycifar.records import override_key
+from wycifar.run_dirs import newest_checkpoint, run_data_root, run_of
+from wycifar.train import accuracy_line, test_metrics
 from wycifar.tta import TTA_MODES
 
 log = logging.getLogger("wycifar.eval")
 
 
+def use_run_data_root(cfg: DictConfig, checkpoint: Path) -> None:
+    """A run's checkpoint is tested on the data the run trained on, unless data.root (or
+    WYCIFAR_DATA) says otherwise."""
+    given = any(override_key(o) == "data.root" for o in HydraConfig.get().overrides.task)
+    run = run_of(checkpoint)
+    root = run_data_root(run) if run is not None and not given and "WYCIFAR_DATA" not in os.environ else None
+    if root is not None:
+        with open_dict(cfg):
+            cfg.data.root = root
+
+
 def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict]:
     configure_process(cfg.get("threads"), cfg.get("keep_freed_memory", True))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.log_dir)
+    ckpt_path = newest_checkpoint(cfg.ckpt_path, cfg.paths.log_dir)
     if ckpt_path is None:
         raise ConfigError(
             "ckpt_path is empty; give the path of a .ckpt file written by wycifar.train (or ckpt_path=last)"
         )
+    use_run_data_root(cfg, Path(ckpt_path))
     if cfg.get("tta") is not None:
         check_choice("tta", cfg.tta, TTA_MODES)
     module = load_module(ckpt_path, tta=cfg.get("tta"))
@@ -43,7 +59,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict]:
         results = trainer.test(module, datamodule=datamodule, verbose=False)
     finally:
         close_loggers(loggers)
-    metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+    metrics = test_metrics(results, datamodule)
     if trainer.is_global_zero and "test/acc" in metrics:
         log.info(accuracy_line(metrics, module.hparams.tta))
     return metrics, {"trainer": trainer, "module": module, "datamodule": datamodule}

@@ -18,12 +18,11 @@ from typing import Any
 
 import numpy as np
 import onnx
-from omegaconf import OmegaConf
 
 from wycifar.cli import run_cli
 from wycifar.errors import ConfigError, first_line
 from wycifar.files import atomic_path
-from wycifar.run_dirs import model_name, parse_model_name
+from wycifar.run_dirs import keep_only_model, model_name, parse_model_name, run_data_root
 from wycifar.runtime import PREFIX, Classifier, model_metadata
 
 # a file's accuracy in onnxruntime against the one in its name (measured in training, in bf16 or
@@ -88,9 +87,7 @@ def source_of(target: Path, data: str | None) -> tuple[Path, str]:
         checkpoint = tested_checkpoint(target)
         if checkpoint is None:
             raise ConfigError(f"{target} holds no checkpoints/last.ckpt or best-*.ckpt: not a wycifar.train run")
-        config = target / ".hydra" / "config.yaml"
-        if data is None and config.is_file():
-            data = OmegaConf.select(OmegaConf.load(config), "data.root", throw_on_resolution_failure=False)
+        data = data or run_data_root(target)
         target = checkpoint
     if not data or "${" in str(data):
         raise ConfigError(
@@ -123,7 +120,13 @@ def export(target: Path, data: str | None, out: Path | None) -> Path:
         saved.export(draft)
         model = onnx.load(str(draft))
     measured = onnx_accuracy(model, saved.test)
-    return save_with_metadata(model, saved.metadata(measured), Path(out) / model_name(saved.params, measured, "onnx"))
+    path = save_with_metadata(model, saved.metadata(measured), Path(out) / model_name(saved.params, measured, "onnx"))
+    # a run folder holds one model: this one, measured on the whole split, replaces the run's own
+    from wycifar.models.drawing import draw_model
+
+    draw_model(saved.net, path, saved.params, measured)
+    keep_only_model(Path(out), path)
+    return path
 
 
 def add_metadata(model_path: Path, data: str | None, out: Path | None) -> Path:
@@ -143,11 +146,16 @@ def add_metadata(model_path: Path, data: str | None, out: Path | None) -> Path:
         raise ConfigError(f"{model_path} is not an ONNX model or is truncated ({first_line(error)[:160]})") from None
     if any(p.key.startswith(PREFIX) for p in model.metadata_props):
         raise ConfigError(f"{model_path} already carries wycifar metadata; nothing to add")
+    named = parse_model_name(model_path.name)
+    if named is None:
+        raise ConfigError(
+            f"{model_path.name} is not named model_<params>_<accuracy>.onnx: without the accuracy it was "
+            "tested at, the file cannot be checked; export its checkpoint instead"
+        )
     size = model.graph.input[0].type.tensor_type.shape.dim[-1].dim_value
     test = load_split(Path(data), "test", image_size=size, cache_dir=user_cache_dir(), download=False)
     onnx.helper.set_model_props(model, model_metadata(test.classes, size, CIFAR10_MEAN, CIFAR10_STD, None))
     measured = onnx_accuracy(model, test)
-    named = parse_model_name(model_path.name)
     if named is not None and abs(named[1] - measured) > NAME_TOLERANCE:
         raise ConfigError(
             f"{model_path} scores {100 * measured:.2f}% with CIFAR-10's normalisation, not the {100 * named[1]:.2f}% "

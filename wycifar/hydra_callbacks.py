@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from wycifar.errors import ConfigError
-from wycifar.run_dirs import SWEEP_MARKERS, holds_results, is_inside, is_secondary_rank, resolve_ckpt_path
-from wycifar.summary import Summary
+from wycifar.run_dirs import SWEEP_MARKERS, find_resume, holds_results, is_secondary_rank
+from wycifar.summary import Summary, find_records
 
 
 def _stop(message: str) -> None:
@@ -36,14 +36,35 @@ def _check_writable(folder: str, key: str) -> None:
 
 
 def _resumes_from(config: DictConfig, folder: Path) -> bool:
-    """The run trains on from a checkpoint inside `folder` (ckpt_path given, or `last` found there)."""
+    """The run trains on from a checkpoint inside `folder` (ckpt_path names it, or `last` found it:
+    conf/hydra's run.dir is then that run's folder)."""
     if not OmegaConf.select(config, "train", default=False):
         return False
     try:
-        ckpt_path = resolve_ckpt_path(OmegaConf.select(config, "ckpt_path"), OmegaConf.select(config, "paths.log_dir"))
+        resume = find_resume(
+            OmegaConf.select(config, "ckpt_path"),
+            OmegaConf.select(config, "paths.log_dir"),
+            OmegaConf.select(config, "task_name"),
+            list(OmegaConf.select(config, "hydra.overrides.task", default=[]) or []),
+        )
     except ConfigError:
         return False
-    return ckpt_path is not None and is_inside(ckpt_path, folder)
+    return resume is not None and folder.resolve() in resume.checkpoint.resolve().parents
+
+
+def _run_dir(config: DictConfig) -> str:
+    """hydra.run.dir, resolved: a choice its resolvers refuse (ckpt_path=last finding no run of
+    this recipe) is one line."""
+    try:
+        return str(config.hydra.run.dir)
+    except Exception as error:  # noqa: BLE001 - OmegaConf wraps the resolver's error
+        cause = error
+        while cause is not None and not isinstance(cause, ConfigError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        _stop(str(cause))
+        raise AssertionError("unreachable") from None
 
 
 class CheckOutputDir(Callback):
@@ -51,7 +72,7 @@ class CheckOutputDir(Callback):
     holds an earlier run's results that this run would overwrite (unless it resumes from there)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        folder = str(config.hydra.run.dir)
+        folder = _run_dir(config)
         if not is_secondary_rank():
             found = holds_results(Path(folder))
             if found and not _resumes_from(config, Path(folder)):
@@ -72,17 +93,31 @@ class CheckOutputDir(Callback):
         _check_writable(folder, "hydra.sweep.dir")
 
 
+def write_sweep_summary(root: Path, config: DictConfig) -> str | None:
+    """summary.md, summary.csv and jobs.csv at a sweep's root from every job's record (killed and
+    unfinished jobs included); the markdown, or None while no job has a folder."""
+    metric = OmegaConf.select(config, "optimized_metric", default="val/acc_best") or "val/acc_best"
+    try:
+        records = find_records([root])
+    except ConfigError:
+        return None
+    records = [(folder, record) for folder, record in records if folder.parent == root.resolve()]
+    if not records:
+        return None
+    return Summary(records, metric, root=root.resolve()).write(root, f"Sweep {root}")
+
+
 class SweepSummary(Callback):
-    """After a multirun, writes summary.md, summary.csv and jobs.csv at the sweep's root: the jobs
-    that differ only in seed in one row (mean ± sd of each accuracy, n, min-max), then one row per
-    job, best first by the optimised metric (wycifar.summary). Each job leaves its figures in
-    metrics.json in its own folder."""
+    """A sweep's summary.md, summary.csv and jobs.csv at its root: the jobs that differ only in seed
+    in one row (mean ± sd of each accuracy, n, failed, min-max), then one row per job, best first
+    by the optimised metric (wycifar.summary). Rewritten as each job ends, whatever the launcher,
+    and at the sweep's end."""
+
+    def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
+        if OmegaConf.select(config, "hydra.mode") == RunMode.MULTIRUN:
+            write_sweep_summary(Path(str(config.hydra.sweep.dir)), config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        root = Path(str(config.hydra.sweep.dir))
-        metric = OmegaConf.select(config, "optimized_metric", default="val/acc_best") or "val/acc_best"
-        records = [(f.parent, json.loads(f.read_text())) for f in sorted(root.glob("*/metrics.json"))]
-        if not records:
-            return
-        text = Summary(records, metric, root=root).write(root, f"Sweep {root}")
-        print(text, end="", flush=True)
+        text = write_sweep_summary(Path(str(config.hydra.sweep.dir)), config)
+        if text:
+            print(text, end="", flush=True)

@@ -8,8 +8,6 @@ each epoch, the LR and the test metrics. MLflow and W&B are extras (`wycifar[mlf
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import importlib.util
 import logging
 import netrc
@@ -24,6 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from wycifar.errors import ConfigError
+from wycifar.files import file_lock
 from wycifar.run_dirs import is_secondary_rank
 
 log = logging.getLogger("wycifar.loggers")
@@ -93,21 +92,6 @@ def log_config(loggers: Iterable[Logger], cfg: DictConfig) -> None:
     params = flat_config(cfg)
     for logger in loggers:
         logger.log_hyperparams(params)
-
-
-@contextlib.contextmanager
-def file_lock(path: Path | None):
-    """An exclusive lock on `path` across processes (none for None)."""
-    if path is None:
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def sqlite_file(tracking_uri: str) -> Path | None:

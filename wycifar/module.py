@@ -9,7 +9,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics import MaxMetric, MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from wycifar.distill import soft_target_loss
@@ -92,6 +92,8 @@ class WyCifarModule(L.LightningModule):
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc_tta = MulticlassAccuracy(num_classes, average="micro")
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        # how many images the test saw: an accuracy on part of the split says so
+        self.test_images = SumMetric()
         self.val_acc_best = MaxMetric()
 
     @property
@@ -178,6 +180,8 @@ class WyCifarModule(L.LightningModule):
         del logits
         self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
         self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
+        self.test_images(len(y))
+        self.log("test/images", self.test_images, on_step=False, on_epoch=True)
         if self.hparams.tta != "none":
             self.test_acc_tta(tta_probs(self, x, probs, self.hparams.tta), y)
             self.log("test/acc_tta", self.test_acc_tta, on_step=False, on_epoch=True)

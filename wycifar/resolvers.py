@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from wycifar.run_dirs import claim_dir
+from wycifar.run_dirs import claim_dir, find_resume
 
 
 def user_cache_dir() -> str:
@@ -20,6 +21,24 @@ def best_precision(accelerator: str = "auto", gpus=None) -> str:
     from wycifar.precision import best_precision as best  # torch, only where a config asks
 
     return best(accelerator, gpus)
+
+
+def resume_dir(*, _root_) -> str:
+    """The folder of the run a training continues (conf/hydra's run.dir gives it to claim_dir), or
+    "" for a new run: a fresh run, an evaluation, a sweep job, or a checkpoint of another recipe."""
+    select = OmegaConf.select
+    if not select(_root_, "train", default=False) or select(_root_, "hydra.mode") == RunMode.MULTIRUN:
+        return ""
+    resume = find_resume(
+        select(_root_, "ckpt_path"),
+        select(_root_, "paths.log_dir"),
+        select(_root_, "task_name"),
+        list(select(_root_, "hydra.overrides.task", default=[]) or []),
+    )
+    return str(resume.run) if resume and resume.run else ""
+
+
+OmegaConf.register_new_resolver("resume_dir", resume_dir, replace=True)
 
 
 def cudnn_benchmark(deterministic=None) -> bool:

@@ -22,7 +22,7 @@ from wycifar.callbacks.report import configured_outputs
 from wycifar.checkpoints import slim_checkpoint
 from wycifar.cli import run_cli
 from wycifar.errors import ConfigError
-from wycifar.run_dirs import model_name, parse_model_name
+from wycifar.run_dirs import model_name, parse_model_name, run_model
 
 
 def run_config(run_dir: Path) -> DictConfig:
@@ -44,27 +44,32 @@ def ship(run_dir: Path, dest: Path, model: bool = False) -> list[Path]:
     config = run_config(run_dir)
     reports = configured_outputs(config.get("callbacks"))
     tested = tested_checkpoint(run_dir)
-    onnx = sorted(p for p in run_dir.glob("model_*.onnx") if parse_model_name(p.name))
+    model = run_model(run_dir)
     table = reports.get("epochs_csv", "epochs.csv")
-    if tested is None or not onnx or not (run_dir / table).is_file():
+    if tested is None or model is None or not (run_dir / table).is_file():
         raise ConfigError(
             f"{run_dir} has no checkpoint, {table} or model_<params>_<acc>.onnx: not a finished wycifar.train run"
         )
-    params, accuracy, _ = parse_model_name(onnx[-1].name)
+    if parse_model_name(model.name) is None:
+        raise ConfigError(
+            f"{run_dir}'s model {model.name} carries no accuracy: it was tested on part of the test split; "
+            "ship a run tested on the whole split (or export it: python -m wycifar.export RUN)"
+        )
+    params, accuracy, _ = parse_model_name(model.name)
     seed = int(config.seed)
     seeds = dest / "seeds"
     seeds.mkdir(parents=True, exist_ok=True)
     for old in seeds.glob(f"seed{seed}_model_*.onnx"):
         old.unlink()
     written = [Path(shutil.copy2(run_dir / table, seeds / f"seed{seed}.csv"))]
-    written.append(Path(shutil.copy2(onnx[-1], seeds / f"seed{seed}_{onnx[-1].name}")))
+    written.append(Path(shutil.copy2(model, seeds / f"seed{seed}_{model.name}")))
     if (run_dir / "metrics.json").is_file():
         written.append(Path(shutil.copy2(run_dir / "metrics.json", seeds / f"seed{seed}.metrics.json")))
     if not model:
         return written
     for old in [*dest.glob("model_*.ckpt"), *dest.glob("model_*.onnx"), *dest.glob("model_*.onnx.svg")]:
         old.unlink()
-    for name in [*reports.values(), onnx[-1].name, onnx[-1].name + ".svg"]:
+    for name in [*reports.values(), model.name, model.name + ".svg"]:
         if (run_dir / name).is_file():
             written.append(Path(shutil.copy2(run_dir / name, dest / name)))
     # the same name as the run's ONNX model: parameters and test accuracy of these weights

@@ -22,6 +22,17 @@ from typing import Any
 from wycifar.cli import run_cli
 from wycifar.errors import ConfigError
 from wycifar.files import atomic_write_text
+from wycifar.records import (
+    OK,
+    RECORD,
+    RUNNING,
+    WHERE_NOT_WHAT,
+    is_ignored,
+    is_training_run,
+    override_key,
+    status_of,
+    unrecorded_run,
+)
 
 # metrics.json key -> (CSV column, table heading)
 ACCURACIES = {
@@ -29,12 +40,34 @@ ACCURACIES = {
     "test/acc_tta": ("test_acc_tta", "TTA acc"),
     "val/acc_best": ("val_acc_best", "best val acc"),
 }
-JOB_COLUMNS = ["job", "folder", "overrides", "seed", "params", "val_acc_best", "test_acc", "time_s", "status"]
+JOB_COLUMNS = [
+    "job",
+    "folder",
+    "overrides",
+    "seed",
+    "params",
+    "val_acc_best",
+    "test_acc",
+    "test_images",
+    "time_s",
+    "status",
+]
+
+
+def partial_test(record: dict) -> tuple[int, int] | None:
+    """(images tested, images in the test split) for a run tested on part of the split, else None."""
+    metrics = record.get("metrics") or {}
+    tested, whole = metrics.get("test/images"), metrics.get("test/split_images")
+    if tested is None or whole is None or tested >= whole:
+        return None
+    return int(tested), int(whole)
 
 
 def find_records(folders: list[Path]) -> list[tuple[Path, dict]]:
     """(run, its record) for each run in or below `folders`, each once, in path order: a run
-    folder's metrics.json, or a shipped seed's seed<N>.metrics.json (wycifar.ship)."""
+    folder's metrics.json, a shipped seed's seed<N>.metrics.json (wycifar.ship), or a training run's
+    folder with no record at all (status `unfinished`). A record's status is as `records.status_of`
+    reads it: a run whose process is gone without ending its record is `killed`."""
     found: dict[Path, dict] = {}
     for folder in folders:
         if not folder.is_dir():
@@ -42,26 +75,17 @@ def find_records(folders: list[Path]) -> list[tuple[Path, dict]]:
         for path in sorted(folder.rglob("*metrics.json")):
             run = path.parent if path.name == "metrics.json" else path.with_name(path.name.split(".")[0])
             try:
-                found[run.resolve()] = json.loads(path.read_text())
+                record = json.loads(path.read_text())
             except (OSError, json.JSONDecodeError) as error:
                 raise ConfigError(f"{path} is not a wycifar job record (metrics.json): {error}") from None
+            found[run.resolve()] = record | {"status": status_of(record)}
+        for hydra_dir in sorted(folder.rglob(".hydra")):
+            run = hydra_dir.parent
+            if run.resolve() not in found and not (run / RECORD).exists() and is_training_run(run):
+                found[run.resolve()] = unrecorded_run(run)
     if not found:
         raise ConfigError(f"no metrics.json in or below {', '.join(map(str, folders))}: no wycifar runs there")
     return sorted(found.items())
-
-
-# Overrides that say where or how fast a run ran, not what it trained: left out when runs are grouped
-# (`--ignore` adds more, e.g. trainer or module.compile for runs on other hardware)
-WHERE_NOT_WHAT = ("paths", "hydra", "data.root", "data.cache_dir", "threads", "callbacks.progress_bar", "logger")
-
-
-def override_key(override: str) -> str:
-    return override.lstrip("+~").split("=", 1)[0]
-
-
-def is_ignored(override: str, ignored: tuple[str, ...]) -> bool:
-    key = override_key(override)
-    return any(key == prefix or key.startswith(prefix + ".") for prefix in ignored)
 
 
 def is_seed(override: str) -> bool:
@@ -95,16 +119,19 @@ class Summary:
 
     def varied(self, record: dict) -> str:
         """The record's overrides that not every run shares (the per-run table shows them)."""
-        return " ".join(o for o in record.get("overrides", []) if o not in self.common)
+        return " ".join(sorted(o for o in record.get("overrides", []) if o not in self.common))
 
     def recipe(self, record: dict) -> str:
         """What groups runs: the overrides not every run shares, without the seed and without
         those that say where or how fast the run ran."""
-        return " ".join(
+        kept = sorted(
             o
             for o in record.get("overrides", [])
             if o not in self.common and not is_seed(o) and not is_ignored(o, self.ignored)
         )
+        # an accuracy on part of the test split is never averaged with whole-split ones
+        partial = partial_test(record)
+        return " ".join(kept + ([f"[tested on {partial[0]:,} of {partial[1]:,} images]"] if partial else []))
 
     def jobs(self) -> list[dict]:
         rows = []
@@ -119,6 +146,8 @@ class Summary:
                     "params": record.get("params"),
                     "val_acc_best": metrics.get("val/acc_best"),
                     "test_acc": metrics.get("test/acc"),
+                    "test_images": metrics.get("test/images"),
+                    "_partial": partial_test(record),
                     "time_s": metrics.get("time/fit_s"),
                     "status": record.get("status", "ok"),
                     "_key": metrics.get(self.metric),
@@ -133,11 +162,13 @@ class Summary:
             grouped.setdefault(self.recipe(record), []).append(record)
         rows = []
         for overrides, members in grouped.items():
-            done = [r for r in members if r.get("status", "ok") == "ok"]
+            done = [r for r in members if r.get("status", OK) == OK]
+            running = sum(r.get("status") == RUNNING for r in members)
             row: dict[str, Any] = {
                 "overrides": overrides,
                 "n": len(done),
-                "failed": len(members) - len(done),
+                "failed": len(members) - len(done) - running,
+                "running": running,
                 "seeds": " ".join(str(r.get("seed")) for r in done),
             }
             for key, (column, _) in ACCURACIES.items():
@@ -151,7 +182,7 @@ class Summary:
 
     def group_columns(self) -> list[str]:
         stats = [f"{c}_{s}" for c, _ in ACCURACIES.values() for s in ("mean", "sd", "min", "max")]
-        return ["overrides", "n", "failed", "seeds", *stats]
+        return ["overrides", "n", "failed", "running", "seeds", *stats]
 
     def markdown(self, title: str) -> str:
         groups, jobs = self.groups(), self.jobs()
@@ -173,8 +204,9 @@ class Summary:
                 sd = g[f"{column}_sd"]
                 cells.append(f"{100 * g[f'{column}_mean']:.2f}%" + (f" ± {100 * sd:.2f}" if sd is not None else ""))
                 cells.append(f"{100 * g[f'{column}_min']:.2f}-{100 * g[f'{column}_max']:.2f}%")
-            if g["failed"]:
-                cells[1] += f" (+{g['failed']} failed)"
+            extra = [f"{g[k]} {k}" for k in ("failed", "running") if g[k]]
+            if extra:
+                cells[1] += f" (+{', '.join(extra)})"
             lines.append("| " + " | ".join(cells) + " |")
         lines += [
             "",
@@ -183,7 +215,7 @@ class Summary:
         ]
         lines += [
             f"| {r['job']} | {r['folder']} | `{r['overrides']}` | {_number(r['params'])} | {_percent(r['val_acc_best'])} | "
-            f"{_percent(r['test_acc'])} | {_number(r['time_s'])} | {r['status']} |"
+            f"{_percent(r['test_acc'])}{_on_images(r['_partial'])} | {_number(r['time_s'])} | {r['status']} |"
             for r in jobs
         ]
         return "\n".join(lines) + "\n"
@@ -209,8 +241,21 @@ def _percent(value: Any) -> str:
     return f"{100 * value:.2f}%" if isinstance(value, (int, float)) else ""
 
 
+def _on_images(partial: tuple[int, int] | None) -> str:
+    return f" (on {partial[0]:,} of {partial[1]:,} images)" if partial else ""
+
+
 def _number(value: Any) -> str:
     return f"{value:,.1f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else ""
+
+
+def check_metric(metric: str, records: list[tuple[Path, dict]]) -> None:
+    """--metric names a metric the runs recorded (or one of the accuracies every summary shows)."""
+    known = set(ACCURACIES) | {key for _, record in records for key in (record.get("metrics") or {})}
+    if metric not in known:
+        raise ConfigError(
+            f"--metric {metric!r} is not a metric of these runs; choose one of: {', '.join(sorted(known))}"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -228,7 +273,9 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     def summarise() -> str:
-        summary = Summary(find_records(args.folders), args.metric, ignore=tuple(args.ignore))
+        records = find_records(args.folders)
+        check_metric(args.metric, records)
+        summary = Summary(records, args.metric, ignore=tuple(args.ignore))
         title = "Runs in " + ", ".join(map(str, args.folders))
         if args.out is None:
             return summary.markdown(title)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -25,13 +24,14 @@ from wycifar.builders import (
 from wycifar.callbacks.graceful_stop import GracefulStop
 from wycifar.callbacks.graceful_stop import message as stop_message
 from wycifar.checkpoints import check_resumable
-from wycifar.cli import CONFIGS, run_cli, run_command
-from wycifar.errors import DivergenceError, InterruptedRun, WycifarError
-from wycifar.files import atomic_write_text
+from wycifar.cli import CONFIGS, fail, run_cli, run_command
+from wycifar.errors import DivergenceError, InterruptedRun, WycifarError, first_line
+from wycifar.hydra_callbacks import write_sweep_summary
 from wycifar.loggers import close as close_loggers
 from wycifar.loggers import log_config
 from wycifar.process import configure_process
-from wycifar.run_dirs import resolve_ckpt_path
+from wycifar.records import OK, started, write_record
+from wycifar.run_dirs import find_resume, is_secondary_rank
 
 log = logging.getLogger("wycifar.train")
 
@@ -40,7 +40,18 @@ def accuracy_line(metrics: dict[str, float], tta: str) -> str:
     line = f"test accuracy: {100 * metrics['test/acc']:.2f}%"
     if "test/acc_tta" in metrics:
         line += f" (with {tta} TTA: {100 * metrics['test/acc_tta']:.2f}%)"
+    tested, whole = metrics.get("test/images"), metrics.get("test/split_images")
+    if tested is not None and whole is not None and tested < whole:
+        line += f", on {int(tested):,} of the {int(whole):,} test images only"
     return line
+
+
+def test_metrics(results: list[dict], datamodule) -> dict[str, float]:
+    """trainer.test's metrics, with the size of the split they could have covered."""
+    metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+    if metrics and getattr(datamodule, "test_data", None) is not None:
+        metrics["test/split_images"] = float(len(datamodule.test_data))
+    return metrics
 
 
 def weights_to_test(trainer: L.Trainer, datamodule, ckpt_path: str | None, trained: bool) -> str | None:
@@ -57,6 +68,18 @@ def weights_to_test(trainer: L.Trainer, datamodule, ckpt_path: str | None, train
     return None
 
 
+def resume_checkpoint(cfg: DictConfig) -> str | None:
+    """The checkpoint `ckpt_path` names (`last`: this recipe's newest unfinished run), said in one line."""
+    resume = find_resume(cfg.get("ckpt_path"), cfg.paths.log_dir, cfg.task_name, list(HydraConfig.get().overrides.task))
+    if resume is None:
+        return None
+    if resume.run is not None:
+        log.info("resuming the unfinished run %s from %s", resume.run, resume.checkpoint.name)
+    else:
+        log.info("starting a new run from the weights and state of %s", resume.checkpoint)
+    return str(resume.checkpoint)
+
+
 def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[str, float], dict[str, Any]]:
     """Fit, then test (weights_to_test says which weights), the loggers given the composed config
     first and closed last. Returns (metrics, objects)."""
@@ -69,7 +92,7 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[st
         cfg.get("callbacks"), has_logger=bool(loggers), validation_is_test=datamodule.val_size == 0
     ) + list(extra_callbacks or [])
     trainer = build_trainer(cfg.trainer, callbacks, loggers)
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.log_dir)
+    ckpt_path = resume_checkpoint(cfg)
     if ckpt_path:
         check_resumable(ckpt_path, module)
     try:
@@ -97,46 +120,74 @@ def fit_and_test(cfg: DictConfig, trainer: L.Trainer, module, datamodule, callba
     if cfg.get("test", True):
         tested = weights_to_test(trainer, datamodule, ckpt_path, trained=cfg.get("train", True))
         results = trainer.test(module, datamodule=datamodule, ckpt_path=tested, verbose=False, weights_only=True)
-        metrics.update({k: float(v) for k, v in (results[0] if results else {}).items()})
+        metrics.update(test_metrics(results, datamodule))
         if "test/acc" in metrics and trainer.is_global_zero:
             log.info(accuracy_line(metrics, module.hparams.tta))
     return metrics
 
 
-def write_job_record(
-    cfg: DictConfig, metrics: dict[str, float], params: int | None, status: str, error: str | None = None
-) -> None:
-    """metrics.json in the run folder: what the sweep summary and scripts read."""
+def job_record(cfg: DictConfig) -> dict:
+    """What every record of this run holds: its job number, seed and overrides."""
     hydra_cfg = HydraConfig.get()
-    record = {
+    return {
         "job": hydra_cfg.job.get("num", 0) if hydra_cfg.mode == RunMode.MULTIRUN else 0,
         "seed": cfg.get("seed"),
         "overrides": list(hydra_cfg.overrides.task),
-        "params": params,
-        "metrics": metrics,
-        "status": status,
-    } | ({"error": error} if error else {})
-    folder = Path(cfg.paths.output_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(folder / "metrics.json", json.dumps(record, indent=2) + "\n")
+    }
+
+
+def ended_status(error: BaseException) -> str:
+    """The record's status for a run that raised `error`."""
+    if isinstance(error, DivergenceError):
+        return "diverged"
+    if isinstance(error, (InterruptedRun, KeyboardInterrupt, SystemExit)):
+        # SystemExit: Lightning's own ending after a second Ctrl-C
+        return "interrupted"
+    return f"error: {first_line(error) if isinstance(error, WycifarError) else f'{type(error).__name__}: {first_line(error)}'}"
+
+
+def train_and_record(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
+    """train(), its run's record (metrics.json) written as it starts and as it ends, however it
+    ends: ok with its metrics, diverged, interrupted or error. Ctrl-C outside the training loop
+    is an interrupted run too."""
+    folder, primary = Path(cfg.paths.output_dir), not is_secondary_rank()
+    base = job_record(cfg)
+    if primary:
+        write_record(folder, started(base))
+    try:
+        metrics, objects = train(cfg)
+    except KeyboardInterrupt:
+        error = InterruptedRun("stopped by SIGINT before training began; nothing to resume")
+        if primary:
+            write_record(folder, base | {"status": ended_status(error), "error": str(error)})
+        raise error from None
+    except BaseException as error:
+        if primary:
+            write_record(folder, base | {"status": ended_status(error), "error": first_line(error)})
+        raise
+    if objects["trainer"].is_global_zero:
+        params = sum(p.numel() for p in objects["module"].net.parameters())
+        write_record(folder, base | {"params": params, "metrics": metrics, "status": OK})
+    return metrics, objects
 
 
 @hydra.main(version_base="1.3", config_path=CONFIGS, config_name="train")
 def hydra_main(cfg: DictConfig) -> float | None:
-    if HydraConfig.get().mode == RunMode.MULTIRUN:
-        # One bad job must not end the sweep: record it and go on.
-        try:
-            metrics, objects = train(cfg)
-        except WycifarError as error:
-            log.error("%s", error)
-            status = "diverged" if isinstance(error, DivergenceError) else f"error: {error}"
-            write_job_record(cfg, {}, None, status, error=str(error))
-            return None
-    else:
-        metrics, objects = run_cli(lambda: train(cfg))
-    params = sum(p.numel() for p in objects["module"].net.parameters())
-    if objects["trainer"].is_global_zero:
-        write_job_record(cfg, metrics, params, "ok")
+    if HydraConfig.get().mode != RunMode.MULTIRUN:
+        metrics, _ = run_cli(lambda: train_and_record(cfg))
+        return metrics.get(cfg.get("optimized_metric") or "", None)
+    # A sweep job: a failure ends this job and is in its record; Ctrl-C or SIGTERM ends the sweep.
+    try:
+        metrics, _ = train_and_record(cfg)
+    except InterruptedRun as error:
+        write_sweep_summary(Path(HydraConfig.get().sweep.dir), cfg)
+        fail(str(error), error.exit_code, error.prefix)
+    except WycifarError as error:
+        log.error("%s", error)
+        return None
+    except Exception:  # noqa: BLE001 - not ours: its traceback goes to the job's log, the sweep goes on
+        log.exception("job %s failed", HydraConfig.get().job.get("num", 0))
+        return None
     return metrics.get(cfg.get("optimized_metric") or "", None)
 
 

@@ -3,6 +3,9 @@
 `config.py` holds the launcher's options (registered with Hydra's ConfigStore when Hydra scans
 its plugins), `parallel_launcher.py` the Launcher, `_resources.py` the machine's cores, GPUs and
 memory, `_job.py` the process that runs one job, `_view.py` what the terminal shows.
+
+No module here uses `from __future__ import annotations`: Hydra's plugin scan imports each one
+without entering it in sys.modules, where a dataclass cannot read annotations given as strings.
 """
 
 

@@ -6,7 +6,6 @@ its own process (the job's folder, `.hydra/`, logging, job callbacks), then pick
 beside the job file for the launcher: `<file>.result`.
 """
 
-from __future__ import annotations
 
 import importlib
 import importlib.util

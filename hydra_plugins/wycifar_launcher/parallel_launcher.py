@@ -19,7 +19,6 @@ exception, as under the basic launcher; a job that died is COMPLETED with no val
 in its record, as wycifar.train returns a job that failed in a known way.
 """
 
-from __future__ import annotations
 
 import copy
 import json

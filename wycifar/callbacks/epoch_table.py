@@ -68,15 +68,24 @@ class EpochTable(EpochMetrics):
         self.header = ""
         self._epoch_start = 0.0
         self._epoch_lr = 0.0
+        self._carried_s = 0.0
 
     def outputs(self) -> dict[str, str]:
         return {"epochs_csv": self.csv_name, "epochs_md": self.markdown_name}
 
     def state_dict(self) -> dict:
-        return {"rows": self.rows}
+        # a checkpoint written mid-epoch (Ctrl-C, SIGTERM) carries the epoch's time so far and its
+        # starting LR: the resumed epoch's row counts the time trained, not the pause
+        return {"rows": self.rows, "epoch_s": time.perf_counter() - self._epoch_start, "epoch_lr": self._epoch_lr}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.rows = list(state_dict.get("rows", []))
+        self._carried_s = float(state_dict.get("epoch_s", 0.0))
+        self._epoch_lr = float(state_dict.get("epoch_lr", 0.0))
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # a run resumed mid-epoch may not see that epoch start again
+        self._epoch_start = time.perf_counter() - self._carried_s
 
     @staticmethod
     def rule() -> str:
@@ -105,8 +114,10 @@ class EpochTable(EpochMetrics):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_start(trainer, pl_module)
-        self._epoch_start = time.perf_counter()
-        self._epoch_lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else 0.0
+        self._epoch_start = time.perf_counter() - self._carried_s
+        if not self._carried_s:
+            self._epoch_lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else 0.0
+        self._carried_s = 0.0
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero or trainer.sanity_checking:
@@ -126,6 +137,7 @@ class EpochTable(EpochMetrics):
             "ValAcc": value("val/acc", 100),
         }
         self.rows.append(row)
+        self._carried_s = 0.0
         emit(self.format_row(row))
         self.write(trainer)
         # the table's own columns that Lightning does not log: the epoch's time and starting LR

@@ -8,20 +8,29 @@ import logging
 from pathlib import Path
 
 import lightning as L
-import onnx
 import torch
 from lightning.pytorch.callbacks import Callback
 
 from wycifar.callbacks.common import class_names, normalisation, run_dir, tensorboard
 from wycifar.data.normalize import normalize_uint8
 from wycifar.loggers import log_files
-from wycifar.models.drawing import onnx_to_dot, render_svg
+from wycifar.models.drawing import draw_model
 from wycifar.models.modes import eval_mode
 from wycifar.models.onnx import check_onnx, export_onnx, tracing_quietly
-from wycifar.run_dirs import model_name
+from wycifar.run_dirs import keep_only_model, model_name
 from wycifar.runtime import model_metadata
 
 log = logging.getLogger("wycifar.onnx")
+
+
+def whole_split_accuracy(trainer: L.Trainer) -> float | None:
+    """The test accuracy where the test covered the whole split; None for none or part of it (a
+    model file's name and metadata carry only a whole-split accuracy)."""
+    acc, tested = trainer.callback_metrics.get("test/acc"), trainer.callback_metrics.get("test/images")
+    test_data = getattr(trainer.datamodule, "test_data", None) if trainer.datamodule is not None else None
+    if acc is None or (tested is not None and test_data is not None and int(tested) < len(test_data)):
+        return None
+    return float(acc)
 
 
 class OnnxExport(Callback):
@@ -45,10 +54,11 @@ class OnnxExport(Callback):
             return
         net = pl_module.net
         params = sum(p.numel() for p in net.parameters())
-        acc = trainer.callback_metrics.get("test/acc")
-        accuracy = None if acc is None else float(acc)
-        self.onnx_path = self.export(trainer, net, run_dir(trainer) / model_name(params, accuracy, "onnx"), accuracy)
-        self.svg_path = self.draw(net, self.onnx_path, params, accuracy)
+        accuracy = whole_split_accuracy(trainer)
+        folder = run_dir(trainer)
+        self.onnx_path = self.export(trainer, net, folder / model_name(params, accuracy, "onnx"), accuracy)
+        keep_only_model(folder, self.onnx_path)
+        self.svg_path = draw_model(net, self.onnx_path, params, accuracy)
         log_files(trainer.loggers, [self.onnx_path, self.svg_path], "model")
         if self.log_graph:
             self.log_tensorboard_graph(trainer, net, pl_module.device)
@@ -61,14 +71,6 @@ class OnnxExport(Callback):
         self.max_error = check_onnx(net, path, self.check_batch(trainer, net))
         log.info("exported %s (onnxruntime matches PyTorch: max |diff| %.1e)", path.name, self.max_error)
         return path
-
-    @staticmethod
-    def draw(net: torch.nn.Module, path: Path, params: int, accuracy: float | None) -> Path | None:
-        svg = path.with_name(path.name + ".svg")
-        title = f"{type(net).__name__}: {params:,} parameters" + (
-            f", test accuracy {100 * accuracy:.2f}%" if accuracy is not None else ""
-        )
-        return svg if render_svg(onnx_to_dot(onnx.load(str(path)), title), svg) else None
 
     @staticmethod
     def log_tensorboard_graph(trainer: L.Trainer, net: torch.nn.Module, device: torch.device) -> None:

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from wycifar.callbacks.common import run_dir
 from wycifar.files import atomic_write_text
+from wycifar.run_dirs import run_model
 
 log = logging.getLogger("wycifar.report")
 
@@ -44,17 +45,26 @@ def configured_outputs(callbacks_cfg: DictConfig | dict | None) -> dict[str, str
 
 
 def build_report(folder: Path, metrics: dict[str, float], files: dict[str, str]) -> str:
-    svgs = sorted(folder.glob("model_*.onnx.svg"))
-    onnx_files = sorted(folder.glob("model_*.onnx"))
+    model = run_model(folder)
     parts = ["# WyCifar run report\n"]
-    results = [f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items()) if k.startswith(("test/", "val/acc_best"))]
+    results = [
+        f"| {k} | {v:.0f} |" if k.endswith("images") else f"| {k} | {v:.4f} |"
+        for k, v in sorted(metrics.items())
+        if k.startswith(("test/", "val/acc_best"))
+    ]
     if results:
-        parts.append(_section("Results", "| metric | value |\n|---|---|\n" + "\n".join(results)))
+        tested, whole = metrics.get("test/images"), metrics.get("test/split_images")
+        note = (
+            f"\n\nTested on {tested:,.0f} of the {whole:,.0f} test images only (trainer.limit_test_batches)."
+            if tested is not None and whole is not None and tested < whole
+            else ""
+        )
+        parts.append(_section("Results", "| metric | value |\n|---|---|\n" + "\n".join(results) + note))
     network = []
-    if svgs:
-        network.append(f"![network]({svgs[-1].name})")
-    if onnx_files:
-        network.append(f"ONNX model: `{onnx_files[-1].name}`")
+    if model is not None and model.with_name(model.name + ".svg").is_file():
+        network.append(f"![network]({model.name}.svg)")
+    if model is not None:
+        network.append(f"ONNX model: `{model.name}`")
     parts.append(_section("1. Network Architecture", "\n\n".join(network) or "_not exported in this run_"))
 
     def present(role: str) -> str | None:
@@ -104,5 +114,8 @@ class RunReport(Callback):
             return
         folder = run_dir(trainer)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        test_data = getattr(trainer.datamodule, "test_data", None) if trainer.datamodule is not None else None
+        if test_data is not None:
+            metrics["test/split_images"] = float(len(test_data))
         atomic_write_text(folder / self.filename, build_report(folder, metrics, outputs_of(trainer.callbacks)))
         log.info("report: %s", folder / self.filename)

@@ -14,10 +14,23 @@ from wycifar.data.sources import Split, load_split
 from wycifar.errors import ConfigError, check_whole_number
 
 
+def evaluation_order(labels: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """A fixed order of a split's images in which every prefix spans every class it can: the classes
+    take turns, each class's images in a seeded shuffle. Files are listed class by class, so a test
+    cut short (trainer.limit_test_batches) would otherwise see the first classes only."""
+    shuffled = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    classes = labels[shuffled]
+    by_class = torch.argsort(classes, stable=True)
+    counts = torch.bincount(classes)
+    rank = torch.empty_like(classes)
+    rank[by_class] = torch.arange(len(classes)) - (torch.cumsum(counts, 0) - counts)[classes[by_class]]
+    return shuffled[torch.argsort(rank * len(counts) + classes)]
+
+
 class CIFAR10DataModule(L.LightningDataModule):
     """train: the 50,000 training images, less `val_size` held out for validation.
     val: the held-out images, or the test split when `val_size` is 0 (as the reference, whose
-    ValAcc column is the test accuracy). test: the 10,000 test images.
+    ValAcc column is the test accuracy). test: the 10,000 test images, in `evaluation_order`.
     The defaults are the reference's (batch 128); conf/data's are the default recipe's (batch 64).
     """
 
@@ -78,7 +91,9 @@ class CIFAR10DataModule(L.LightningDataModule):
             return
         kwargs = dict(source=self.source, image_size=self.image_size, cache_dir=self.cache_dir, download=self.download)
         train = load_split(Path(self.root), "train", **kwargs)
-        self.test_data = load_split(Path(self.root), "test", **kwargs)
+        test = load_split(Path(self.root), "test", **kwargs)
+        order = evaluation_order(test.labels)
+        self.test_data = Split(test.images[order], test.labels[order], test.classes)
         if train.classes != self.test_data.classes:
             raise ConfigError(
                 f"train classes {train.classes} differ from test classes {self.test_data.classes} under {self.root}"

@@ -91,3 +91,13 @@ def render_svg(dot_source: str, svg_path: Path) -> bool:
         log.warning("%s could not draw %s: %s", dot, svg_path.name, failure)
         return False
     return True
+
+
+def draw_model(net, path: Path, params: int, accuracy: float | None) -> Path | None:
+    """The drawing of an exported network beside its ONNX file (`path`.svg), titled with its size
+    and test accuracy; None where no renderer drew it."""
+    svg = path.with_name(path.name + ".svg")
+    title = f"{type(net).__name__}: {params:,} parameters" + (
+        f", test accuracy {100 * accuracy:.2f}%" if accuracy is not None else ""
+    )
+    return svg if render_svg(onnx_to_dot(onnx.load(str(path)), title), svg) else None

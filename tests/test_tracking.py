@@ -169,24 +169,6 @@ def test_a_logger_without_its_extra_stops_before_training(tmp_path: Path, tiny_d
     assert json.loads((run / "metrics.json").read_text())["status"].startswith(f"error: logger={logger} needs")
 
 
-@pytest.mark.slow
-def test_runs_started_together_all_land_in_one_mlflow_store(tmp_path: Path, tiny_data: Path):
-    pytest.importorskip("mlflow")
-    common = [f"data.root={tiny_data}", f"paths.log_dir={tmp_path}", f"paths.cache_dir={tmp_path}/cache", *QUICK]
-    started = [start_command("logger=mlflow", f"seed={seed}", "~callbacks.onnx_export", *common) for seed in range(3)]
-    started.append(start_command("-m", "logger=mlflow", "seed=3,4", "~callbacks.onnx_export", *common))
-    for process in started:
-        result = finish(process)
-        assert result.returncode == 0, result.stderr[-2000:]
-    client = mlflow_client(tmp_path)
-    runs = client.search_runs([client.get_experiment_by_name("train").experiment_id])
-    assert sorted(r.data.params["seed"] for r in runs) == ["0", "1", "2", "3", "4"]
-    for mlrun in runs:
-        assert mlrun.info.status == "FINISHED"
-        assert len(client.get_metric_history(mlrun.info.run_id, "val/acc")) == 2
-        assert {f"report/{name}.png" for name in REPORT_IMAGES} <= set(artifacts(client, mlrun.info.run_id))
-
-
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test test-slow check-wheel lint format train bench bench-gpu clean
+.PHONY: install test test-slow check-wheel lint format train bench gpu-check clean
 
 install:  ## a virtual environment with wycifar (editable) and the dev tools
 	$(PYTHON) -m venv $(VENV)
@@ -32,9 +32,9 @@ train:
 bench:
 	$(BIN)/python -m wycifar.bench $(ARGS)
 
-# the GPU rows of docs/performance.md (needs a CUDA GPU)
-bench-gpu:
-	PYTHON=$(BIN)/python scripts/bench_gpu.sh outputs/bench_gpu $(ARGS)
+# the GPU check of docs/performance.md (a CUDA GPU; GPU_CHECK_DEVICE=cpu runs it on the CPU)
+gpu-check:
+	PYTHON=$(BIN)/python scripts/gpu_check.sh
 
 clean:
 	rm -rf outputs/train outputs/*-multirun build dist .pytest_cache

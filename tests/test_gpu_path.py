@@ -1,16 +1,20 @@
 """What a GPU run depends on, shown on the CPU: the test step under CUDA graphs' output reuse, the
 weight average's device and host syncs, the precision rule, cuDNN autotuning, the compiled
-teacher, DDP's shared Ctrl-C and the generators a resume restores."""
+teacher, DDP's shared Ctrl-C and the generators a resume restores. scripts/gpu_check.sh runs the
+same paths on a GPU (its CPU run is the slow test at the end)."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import TINY, compose_train
+from conftest import ROOT, TINY, compose_train
 
 from wycifar.builders import build_module
 from wycifar.tta import tta_probs, views
@@ -319,3 +323,25 @@ def test_a_checkpoint_with_the_cpu_state_alone_still_resumes(tmp_path: Path):
     expected = torch.rand(3)
     module.on_load_checkpoint({"torch_rng_state": saved})
     assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_every_command_on_the_cpu(tmp_path: Path):
+    """GPU_CHECK_DEVICE=cpu scripts/gpu_check.sh: every command of the GPU check composes and runs,
+    at the smallest sizes, and its table has a row for each."""
+    env = {**os.environ, "GPU_CHECK_DEVICE": "cpu", "PYTHON": sys.executable, "GPU_CHECK_OUT": str(tmp_path)}
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_check.sh")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
+    rows = [line for line in (tmp_path / "table.md").read_text().splitlines() if line.startswith("| ")][1:]
+    parts = [row.split(" | ")[0].strip("| ") for row in rows]
+    # a, b (two callback sets), c (benchmark null and true), d (two sweeps), e
+    assert parts == ["a speedrun"] + ["b syncs"] * 2 + ["c headline"] * 2 + ["d parallel"] * 2 + ["e bench"], rows
+    assert all(" | ok | " in row for row in rows), rows
+    assert "test acc" in rows[0] and "with TTA" in rows[0], rows[0]

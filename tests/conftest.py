@@ -146,7 +146,7 @@ TINY = [
 
 def evaluate_checkpoint(tmp_path: Path, ckpt: str | Path, data_root: Path, extra: list[str] | None = None) -> dict:
     """`python -m wycifar.eval ckpt_path=<ckpt>` on the CPU, composed into tmp_path; its metrics."""
-    from wycifar.eval import evaluate
+    from wycifar.evaluation import evaluate
 
     overrides = [f"ckpt_path={ckpt}", f"data.root={data_root}", "trainer.accelerator=cpu", "data.eval_batch_size=64"]
     metrics, _ = evaluate(compose_train(tmp_path, overrides + (extra or []), config_name="eval"))
@@ -159,7 +159,7 @@ def assert_resume_matches_straight(tmp_path: Path, overrides: list[str]) -> Path
     import torch
     from lightning.pytorch.callbacks import Callback
 
-    from wycifar.train import train
+    from wycifar.training import train
 
     class StopAfterFirstEpoch(Callback):
         def on_train_epoch_end(self, trainer, pl_module):

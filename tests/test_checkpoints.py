@@ -9,11 +9,11 @@ from conftest import TINY, compose_train, make_image_folder, run_main
 
 from wycifar.checkpoints import load_module, read_checkpoint
 from wycifar.cli import run_cli
-from wycifar.eval import evaluate
+from wycifar.evaluation import evaluate
 from wycifar.predict import predict
 from wycifar.ship import ship
 from wycifar.train import main as train_main
-from wycifar.train import train
+from wycifar.training import train
 
 MARKER = Path("/tmp/wycifar-checkpoint-ran-code")
 

@@ -8,7 +8,7 @@ import torch
 from conftest import TINY, compose_train
 
 from wycifar.checkpoints import load_module, slim_checkpoint
-from wycifar.train import train
+from wycifar.training import train
 
 
 @pytest.mark.slow  # two compilations of the network, ~1-2 min on 2 cores

@@ -8,7 +8,7 @@ from conftest import TINY, compose_train, evaluate_checkpoint, make_image_folder
 
 from wycifar.distill import soft_target_loss
 from wycifar.errors import ConfigError
-from wycifar.train import train
+from wycifar.training import train
 
 
 def fit(tmp_path: Path, data: Path, *overrides: str) -> Path:

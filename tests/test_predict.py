@@ -9,7 +9,7 @@ from PIL import Image
 from wycifar.checkpoints import load_module, slim_checkpoint
 from wycifar.predict import bundled_model
 from wycifar.predict import main as predict_main
-from wycifar.train import train
+from wycifar.training import train
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from wycifar.callbacks.gradcam import GradCAMReport, gradcam_maps
 from wycifar.checkpoints import load_module
 from wycifar.errors import ConfigError
-from wycifar.eval import evaluate
-from wycifar.train import train
+from wycifar.evaluation import evaluate
+from wycifar.training import train
 
 EPOCHS = 3
 PNGS = ["curves.png", "gradcam.png", "misclassified.png", "confusion_matrix.png"]

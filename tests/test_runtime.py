@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from wycifar.export import main as export_main
 from wycifar.predict import main as predict_main
 from wycifar.runtime import Classifier
-from wycifar.train import train
+from wycifar.training import train
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 
 from wycifar.errors import ConfigError
 from wycifar.schedules import one_cycle, piecewise_linear
-from wycifar.train import train
+from wycifar.training import train
 
 REFERENCE_POINTS = [[0, 0.2], [4, 1.0], [18, 0.1], [24, 0.0]]
 REFERENCE_MOMENTA = [[0, 0.95], [4, 0.85], [18, 0.95], [24, 0.95]]

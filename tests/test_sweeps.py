@@ -10,7 +10,7 @@ from conftest import TINY, compose_train, make_image_folder, run_main
 from wycifar.ship import main as ship_main
 from wycifar.summary import main as summary_main
 from wycifar.train import main as train_main
-from wycifar.train import train
+from wycifar.training import train
 
 QUICK = [
     *TINY,

@@ -9,7 +9,7 @@ from conftest import TINY, assert_resume_matches_straight, compose_train, link_r
 from wycifar.builders import map_gpus
 from wycifar.errors import ConfigError
 from wycifar.train import main as train_main
-from wycifar.train import train
+from wycifar.training import train
 
 
 def test_tiny_fit_loss_falls_and_writes_run_folder(tmp_path: Path, tiny_data: Path):

@@ -7,7 +7,7 @@ import torch
 from conftest import TINY, compose_train, evaluate_checkpoint, make_image_folder
 
 from wycifar.errors import ConfigError
-from wycifar.train import train
+from wycifar.training import train
 from wycifar.tta import translate, tta_probs, views
 
 

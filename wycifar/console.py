@@ -55,3 +55,5 @@ def quiet_notices() -> None:
     # every run claims a fresh folder, so a checkpoint folder with files in it is the run's own,
     # resumed in place (ckpt_path): nothing of another run's is overwritten
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    # an epoch shorter than the logging interval: the epoch's metrics are logged all the same
+    warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")

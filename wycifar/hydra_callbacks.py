@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from wycifar.errors import ConfigError
 from wycifar.run_dirs import SWEEP_MARKERS, find_resume, holds_results, is_secondary_rank
-from wycifar.summary import Summary, find_records
+from wycifar.run_summary import RunSummary, find_records
 
 
 def _stop(message: str) -> None:
@@ -104,7 +104,7 @@ def write_sweep_summary(root: Path, config: DictConfig) -> str | None:
     records = [(folder, record) for folder, record in records if folder.parent == root.resolve()]
     if not records:
         return None
-    return Summary(records, metric, root=root.resolve()).write(root, f"Sweep {root}")
+    return RunSummary(records, metric, root=root.resolve()).write(root, f"Sweep {root}")
 
 
 class SweepSummary(Callback):

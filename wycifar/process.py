@@ -35,6 +35,7 @@ def keep_freed_memory() -> bool:
 
 def configure_process(threads: int | None, keep_freed: bool) -> None:
     quiet_notices()
+    torch.set_float32_matmul_precision("high")
     if threads is not None:
         check_whole_number("threads", threads)
         torch.set_num_threads(threads)

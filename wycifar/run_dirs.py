@@ -37,6 +37,14 @@ def parse_model_name(name: str) -> tuple[int, float, str] | None:
     return (int(found["params"]), float(found["acc"]), found["suffix"]) if found else None
 
 
+def tested_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint whose weights the run tested: its best epoch by validation accuracy where it
+    kept one (data.val_size > 0), else its last epoch."""
+    best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
+    last = run_dir / "checkpoints" / "last.ckpt"
+    return best[-1] if best else last if last.is_file() else None
+
+
 def run_model(folder: Path) -> Path | None:
     """The one exported model of a run folder (model_<params>[_<acc>].onnx), or None. A folder
     holding several is refused: no file is picked by how its name sorts."""

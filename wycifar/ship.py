@@ -18,11 +18,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from wycifar.callbacks.report import configured_outputs
-from wycifar.checkpoints import slim_checkpoint
 from wycifar.cli import run_cli
 from wycifar.errors import ConfigError
-from wycifar.run_dirs import model_name, parse_model_name, run_model
+from wycifar.run_dirs import model_name, parse_model_name, run_model, tested_checkpoint
 
 
 def run_config(run_dir: Path) -> DictConfig:
@@ -32,15 +30,10 @@ def run_config(run_dir: Path) -> DictConfig:
     return OmegaConf.load(config)
 
 
-def tested_checkpoint(run_dir: Path) -> Path | None:
-    """The checkpoint whose weights the run tested: its best epoch by validation accuracy where it
-    kept one (data.val_size > 0), else its last epoch."""
-    best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
-    last = run_dir / "checkpoints" / "last.ckpt"
-    return best[-1] if best else last if last.is_file() else None
-
-
 def ship(run_dir: Path, dest: Path, model: bool = False) -> list[Path]:
+    from wycifar.callbacks.report import configured_outputs  # Lightning's, only where a run is shipped
+    from wycifar.checkpoints import slim_checkpoint
+
     config = run_config(run_dir)
     reports = configured_outputs(config.get("callbacks"))
     tested = tested_checkpoint(run_dir)

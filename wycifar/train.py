@@ -1,182 +1,40 @@
-"""python -m wycifar.train [overrides]: train (and test) a WyCifar network from the Hydra config."""
+"""python -m wycifar.train [overrides]: train (and test) a WyCifar network from the Hydra config.
+
+A thin command over wycifar.training: torch and Lightning are imported only once the config has
+composed and passed its checks, so --help and a refused value answer at once.
+"""
 
 from __future__ import annotations
 
-import logging
-import time
 from pathlib import Path
-from typing import Any
 
 import hydra
-import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from wycifar.builders import (
-    build_callbacks,
-    build_loggers,
-    build_module,
-    build_trainer,
-    instantiate_checked,
-)
-from wycifar.callbacks.graceful_stop import GracefulStop
-from wycifar.callbacks.graceful_stop import message as stop_message
-from wycifar.checkpoints import check_resumable
 from wycifar.cli import CONFIGS, fail, run_cli, run_command
-from wycifar.errors import DivergenceError, InterruptedRun, WycifarError, first_line
-from wycifar.hydra_callbacks import write_sweep_summary
-from wycifar.loggers import close as close_loggers
-from wycifar.loggers import log_config
-from wycifar.process import configure_process
-from wycifar.records import OK, started, write_record
-from wycifar.run_dirs import find_resume, is_secondary_rank
-
-log = logging.getLogger("wycifar.train")
-
-
-def accuracy_line(metrics: dict[str, float], tta: str) -> str:
-    line = f"test accuracy: {100 * metrics['test/acc']:.2f}%"
-    if "test/acc_tta" in metrics:
-        line += f" (with {tta} TTA: {100 * metrics['test/acc_tta']:.2f}%)"
-    tested, whole = metrics.get("test/images"), metrics.get("test/split_images")
-    if tested is not None and whole is not None and tested < whole:
-        line += f", on {int(tested):,} of the {int(whole):,} test images only"
-    return line
-
-
-def test_metrics(results: list[dict], datamodule) -> dict[str, float]:
-    """trainer.test's metrics, with the size of the split they could have covered."""
-    metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
-    if metrics and getattr(datamodule, "test_data", None) is not None:
-        metrics["test/split_images"] = float(len(datamodule.test_data))
-    return metrics
-
-
-def weights_to_test(trainer: L.Trainer, datamodule, ckpt_path: str | None, trained: bool) -> str | None:
-    """The checkpoint to test, or None for the weights in memory. After a fit with a held-out
-    validation split (data.val_size > 0): the best epoch by validation accuracy. With none,
-    validation is the test split, so no epoch is chosen on it: the last epoch's model is tested."""
-    if not trained:
-        return ckpt_path
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    if getattr(datamodule, "val_size", 0) > 0 and best:
-        log.info("testing the best epoch by validation accuracy: %s", best)
-        return best
-    log.info("testing the last epoch's model (data.val_size=0: validation is the test split, so no epoch is chosen)")
-    return None
-
-
-def resume_checkpoint(cfg: DictConfig) -> str | None:
-    """The checkpoint `ckpt_path` names (`last`: this recipe's newest unfinished run), said in one line."""
-    resume = find_resume(cfg.get("ckpt_path"), cfg.paths.log_dir, cfg.task_name, list(HydraConfig.get().overrides.task))
-    if resume is None:
-        return None
-    if resume.run is not None:
-        log.info("resuming the unfinished run %s from %s", resume.run, resume.checkpoint.name)
-    else:
-        log.info("starting a new run from the weights and state of %s", resume.checkpoint)
-    return str(resume.checkpoint)
-
-
-def train(cfg: DictConfig, extra_callbacks: list | None = None) -> tuple[dict[str, float], dict[str, Any]]:
-    """Fit, then test (weights_to_test says which weights), the loggers given the composed config
-    first and closed last. Returns (metrics, objects)."""
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    configure_process(cfg.get("threads"), cfg.get("keep_freed_memory", True))
-    datamodule = instantiate_checked(cfg.data, "data")
-    module = build_module(cfg)
-    loggers = build_loggers(cfg.get("logger"))
-    callbacks = build_callbacks(
-        cfg.get("callbacks"), has_logger=bool(loggers), validation_is_test=datamodule.val_size == 0
-    ) + list(extra_callbacks or [])
-    trainer = build_trainer(cfg.trainer, callbacks, loggers)
-    ckpt_path = resume_checkpoint(cfg)
-    if ckpt_path:
-        check_resumable(ckpt_path, module)
-    try:
-        log_config(loggers, cfg)
-        metrics = fit_and_test(cfg, trainer, module, datamodule, callbacks, ckpt_path)
-    finally:
-        close_loggers(loggers)
-    return metrics, {"trainer": trainer, "module": module, "datamodule": datamodule, "cfg": cfg}
-
-
-def fit_and_test(cfg: DictConfig, trainer: L.Trainer, module, datamodule, callbacks: list, ckpt_path) -> dict:
-    """trainer.fit (unless train=false), then trainer.test (unless test=false): the metrics."""
-    started = time.perf_counter()
-    if cfg.get("train", True):
-        try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-        except SIGTERMException:
-            stop = next((c for c in callbacks if isinstance(c, GracefulStop)), None)
-            batch = trainer.fit_loop.epoch_loop.batch_progress.current.completed
-            path = stop.path if stop else "the last checkpoint"
-            raise InterruptedRun(stop_message("SIGTERM", trainer.current_epoch, batch, path)) from None
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    metrics["time/fit_s"] = time.perf_counter() - started
-
-    if cfg.get("test", True):
-        tested = weights_to_test(trainer, datamodule, ckpt_path, trained=cfg.get("train", True))
-        results = trainer.test(module, datamodule=datamodule, ckpt_path=tested, verbose=False, weights_only=True)
-        metrics.update(test_metrics(results, datamodule))
-        if "test/acc" in metrics and trainer.is_global_zero:
-            log.info(accuracy_line(metrics, module.hparams.tta))
-    return metrics
-
-
-def job_record(cfg: DictConfig) -> dict:
-    """What every record of this run holds: its job number, seed and overrides."""
-    hydra_cfg = HydraConfig.get()
-    return {
-        "job": hydra_cfg.job.get("num", 0) if hydra_cfg.mode == RunMode.MULTIRUN else 0,
-        "seed": cfg.get("seed"),
-        "overrides": list(hydra_cfg.overrides.task),
-    }
-
-
-def ended_status(error: BaseException) -> str:
-    """The record's status for a run that raised `error`."""
-    if isinstance(error, DivergenceError):
-        return "diverged"
-    if isinstance(error, (InterruptedRun, KeyboardInterrupt, SystemExit)):
-        # SystemExit: Lightning's own ending after a second Ctrl-C
-        return "interrupted"
-    return f"error: {first_line(error) if isinstance(error, WycifarError) else f'{type(error).__name__}: {first_line(error)}'}"
-
-
-def train_and_record(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
-    """train(), its run's record (metrics.json) written as it starts and as it ends, however it
-    ends: ok with its metrics, diverged, interrupted or error. Ctrl-C outside the training loop
-    is an interrupted run too."""
-    folder, primary = Path(cfg.paths.output_dir), not is_secondary_rank()
-    base = job_record(cfg)
-    if primary:
-        write_record(folder, started(base))
-    try:
-        metrics, objects = train(cfg)
-    except KeyboardInterrupt:
-        error = InterruptedRun("stopped by SIGINT before training began; nothing to resume")
-        if primary:
-            write_record(folder, base | {"status": ended_status(error), "error": str(error)})
-        raise error from None
-    except BaseException as error:
-        if primary:
-            write_record(folder, base | {"status": ended_status(error), "error": first_line(error)})
-        raise
-    if objects["trainer"].is_global_zero:
-        params = sum(p.numel() for p in objects["module"].net.parameters())
-        write_record(folder, base | {"params": params, "metrics": metrics, "status": OK})
-    return metrics, objects
 
 
 @hydra.main(version_base="1.3", config_path=CONFIGS, config_name="train")
 def hydra_main(cfg: DictConfig) -> float | None:
+    from wycifar.training import train_and_record
+
     if HydraConfig.get().mode != RunMode.MULTIRUN:
         metrics, _ = run_cli(lambda: train_and_record(cfg))
         return metrics.get(cfg.get("optimized_metric") or "", None)
-    # A sweep job: a failure ends this job and is in its record; Ctrl-C or SIGTERM ends the sweep.
+    return sweep_job(cfg)
+
+
+def sweep_job(cfg: DictConfig) -> float | None:
+    """A sweep job: a failure ends this job and is in its record; Ctrl-C or SIGTERM ends the sweep."""
+    import logging
+
+    from wycifar.errors import InterruptedRun, WycifarError
+    from wycifar.hydra_callbacks import write_sweep_summary
+    from wycifar.training import train_and_record
+
+    log = logging.getLogger("wycifar.train")
     try:
         metrics, _ = train_and_record(cfg)
     except InterruptedRun as error:
@@ -192,7 +50,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    run_command(hydra_main)
+    run_command(hydra_main, "train")
 
 
 if __name__ == "__main__":

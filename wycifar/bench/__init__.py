@@ -20,8 +20,6 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from wycifar.bench.report import report
-from wycifar.bench.training import run_bench
 from wycifar.cli import CONFIGS, run_cli, run_command
 
 __all__ = ["main", "report", "run_bench"]
@@ -29,6 +27,9 @@ __all__ = ["main", "report", "run_bench"]
 
 @hydra.main(version_base="1.3", config_path=CONFIGS, config_name="bench")
 def hydra_main(cfg: DictConfig) -> None:
+    from wycifar.bench.report import report
+    from wycifar.bench.training import run_bench
+
     result = run_cli(lambda: run_bench(cfg))
     print(report(result), flush=True)
     print(json.dumps(result), flush=True)
@@ -46,4 +47,4 @@ def main() -> None:
 
         sweep_main(sys.argv[2:])
         return
-    run_command(hydra_main)
+    run_command(hydra_main, "bench")

@@ -68,7 +68,7 @@ def run(target: Path, data: str | None, images: int) -> list[dict]:
     import torch
 
     from wycifar.data.normalize import normalize_uint8
-    from wycifar.export import accuracy, load_saved
+    from wycifar.saved_models import accuracy, load_saved
 
     saved = load_saved(target, data)
     net = saved.net

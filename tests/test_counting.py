@@ -188,6 +188,7 @@ def test_ckpt_path_last_resumes_the_unfinished_run_of_these_overrides_in_its_own
     table = list(csv.DictReader((runs[2] / "epochs.csv").open()))
     assert [row["Epoch"] for row in table] == ["1", "2"]
     assert all(float(row["Time"]) < 60 for row in table)  # the pause between the runs is not an epoch's time
+    assert float(table[1]["LR"]) > 0  # the resumed epoch's LR as it started, before the interruption
     assert len(list(runs[2].glob("model_*.onnx"))) == 1 and (runs[2] / "report.md").is_file()
 
     # a finished run is not resumed: its overrides again start a new run in a new folder

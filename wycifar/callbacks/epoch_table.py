@@ -68,7 +68,7 @@ class EpochTable(EpochMetrics):
         self.header = ""
         self._epoch_start = 0.0
         self._epoch_lr = 0.0
-        self._carried_s = 0.0
+        self._carried_s, self._carried_lr = 0.0, None
 
     def outputs(self) -> dict[str, str]:
         return {"epochs_csv": self.csv_name, "epochs_md": self.markdown_name}
@@ -81,11 +81,12 @@ class EpochTable(EpochMetrics):
     def load_state_dict(self, state_dict: dict) -> None:
         self.rows = list(state_dict.get("rows", []))
         self._carried_s = float(state_dict.get("epoch_s", 0.0))
-        self._epoch_lr = float(state_dict.get("epoch_lr", 0.0))
+        self._carried_lr = state_dict.get("epoch_lr")
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # a run resumed mid-epoch may not see that epoch start again
+        # a run resumed mid-epoch does not see that epoch start again: its time and LR so far
         self._epoch_start = time.perf_counter() - self._carried_s
+        self._epoch_lr = self._carried_lr if self._carried_lr is not None else self._current_lr(trainer)
 
     @staticmethod
     def rule() -> str:
@@ -112,12 +113,16 @@ class EpochTable(EpochMetrics):
         self.header = hyperparameter_header(trainer, pl_module)
         emit(f"\n{self.header}\n{self.rule()}\n{self.title()}\n{self.rule()}")
 
+    @staticmethod
+    def _current_lr(trainer: L.Trainer) -> float:
+        return trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else 0.0
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_start(trainer, pl_module)
         self._epoch_start = time.perf_counter() - self._carried_s
         if not self._carried_s:
-            self._epoch_lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else 0.0
-        self._carried_s = 0.0
+            self._epoch_lr = self._current_lr(trainer)
+        self._carried_s, self._carried_lr = 0.0, None
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero or trainer.sanity_checking:
@@ -137,7 +142,7 @@ class EpochTable(EpochMetrics):
             "ValAcc": value("val/acc", 100),
         }
         self.rows.append(row)
-        self._carried_s = 0.0
+        self._carried_s, self._carried_lr = 0.0, None
         emit(self.format_row(row))
         self.write(trainer)
         # the table's own columns that Lightning does not log: the epoch's time and starting LR

@@ -94,7 +94,8 @@ def build_loggers(logger_cfg: DictConfig | None) -> list[Logger]:
 
 
 def map_gpus(trainer_cfg: dict) -> dict:
-    """Lightning 2 removed `Trainer(gpus=N)`; map it to accelerator/devices with a notice."""
+    """`trainer.gpus=N`, the design's own spelling (Lightning 2's Trainer has no `gpus`): the
+    accelerator and devices it means."""
     cfg = dict(trainer_cfg)
     gpus = cfg.pop("gpus", None)
     if gpus is None:
@@ -106,12 +107,7 @@ def map_gpus(trainer_cfg: dict) -> dict:
         cfg["accelerator"], cfg["devices"] = "cpu", 1
     else:
         cfg["accelerator"], cfg["devices"] = "gpu", gpus
-    log.warning(
-        "trainer.gpus=%s is deprecated (removed in Lightning 2); using trainer.accelerator=%s trainer.devices=%s",
-        gpus,
-        cfg["accelerator"],
-        cfg["devices"],
-    )
+    log.info("trainer.gpus=%s: trainer.accelerator=%s trainer.devices=%s", gpus, cfg["accelerator"], cfg["devices"])
     if cfg["accelerator"] == "cpu":
         return cfg
     if not torch.cuda.is_available():

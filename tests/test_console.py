@@ -72,8 +72,14 @@ def test_the_terminal_shows_the_header_and_one_clean_row_per_epoch(tmp_path: Pat
     assert [int(row.split("|")[1]) for row in rows] == [1, 2, 3]
     # the rows follow the table's title and rule, each on its own line (no bar before them)
     assert lines[start + 1].startswith("-----") and lines[start + 2] == rows[0]
-    for name in ("Using Device: cpu", "Epochs: 3", "Batch Size: 32", "Label Smoothing: 0.1", "Total params: 8,005"):
+    for name in ("Using Device: cpu", "Epochs: 3", "Batch Size: 32", "Label Smoothing: 0.1", "Base Width: 8"):
         assert name in lines, name
+    # the network in short (the layer table is in summary.txt), and the bar counting epochs as the table does
+    assert any(line.startswith("Parameters: 8,005 (trainable 8,005); receptive field ") for line in lines)
+    assert any(line.startswith("The layer table and every convolution's receptive field: /") for line in lines)
+    assert "summary.txt" in text.replace("\n", "")  # the path, however the terminal wrapped it
+    assert not any(line.startswith("Total params") or "Conv2d-1" in line for line in lines)
+    assert "Epoch 3/3" in text and "Epoch 0" not in text
     assert any(line.startswith("Optimizer: SGD") for line in lines)
     assert lines[-1].startswith("test accuracy: ")
     # no log prefixes, no notices a user cannot act on, no tracebacks

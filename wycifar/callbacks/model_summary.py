@@ -38,9 +38,26 @@ def knobs_header(net_config: dict, summary: Summary) -> str:
     return "\n".join(["-" * 64, *lines, "-" * 64])
 
 
-def summary_text(pl_module: L.LightningModule) -> str:
+def net_summary(pl_module: L.LightningModule) -> Summary:
     net = pl_module.net
-    summary = summarize(net, (net.in_channels, net.image_size, net.image_size))
+    return summarize(net, (net.in_channels, net.image_size, net.image_size))
+
+
+def short_text(pl_module: L.LightningModule, summary: Summary, path) -> str:
+    """What the terminal shows: the knobs, the size and the receptive field, and where the rest is."""
+    rf = summary.convs[-1].receptive_field if summary.convs else 1
+    return "\n".join(
+        [
+            knobs_header(dict(pl_module.hparams.get("net", {})), summary),
+            f"Parameters: {summary.total_params:,} (trainable {summary.trainable_params:,}); receptive field "
+            f"{rf} px at the last convolution",
+            f"The layer table and every convolution's receptive field: {path}",
+        ]
+    )
+
+
+def summary_text(pl_module: L.LightningModule, summary: Summary | None = None) -> str:
+    summary = summary or net_summary(pl_module)
     return "\n".join(
         [
             knobs_header(dict(pl_module.hparams.get("net", {})), summary),
@@ -53,7 +70,8 @@ def summary_text(pl_module: L.LightningModule) -> str:
 
 
 class ModelSummaryReport(Callback):
-    """Prints the summary as a run starts and writes it to summary.txt in the run folder."""
+    """Writes the whole summary to summary.txt in the run folder as a run starts, and prints its
+    short form (knobs, parameters, receptive field)."""
 
     def __init__(self, filename: str = "summary.txt") -> None:
         self.filename = filename
@@ -65,9 +83,10 @@ class ModelSummaryReport(Callback):
     def _report(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.done or not trainer.is_global_zero:
             return
-        text = summary_text(pl_module)
-        log.info("\n%s", text)
-        atomic_write_text(run_dir(trainer) / self.filename, text + "\n")
+        summary = net_summary(pl_module)
+        path = run_dir(trainer) / self.filename
+        atomic_write_text(path, summary_text(pl_module, summary) + "\n")
+        log.info("\n%s", short_text(pl_module, summary, path))
         self.done = True
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -67,9 +67,18 @@ def _list_folder_split(split_dir: Path) -> tuple[list[Path], list[int], list[str
     return files, labels, classes
 
 
-def _decode_all(files: list[Path], image_size: int) -> torch.Tensor:
+def _decode_all(files: list[Path], image_size: int, what: str = "images") -> torch.Tensor:
+    """Every file decoded, saying how far it got: a first run decodes 60,000 PNGs (about 20 s on
+    2 cores) before anything else shows."""
+    step = max(len(files) // 4, 2500)
+    arrays = []
     with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
-        arrays = list(pool.map(lambda f: decode_image(f, image_size), files, chunksize=256))
+        for done, array in enumerate(pool.map(lambda f: decode_image(f, image_size), files, chunksize=256), 1):
+            arrays.append(array)
+            if len(files) >= step and (done % step == 0 or done == len(files)):
+                log.info(
+                    "decoding %s (once: later runs read the cache): %s of %s", what, f"{done:,}", f"{len(files):,}"
+                )
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
@@ -113,7 +122,8 @@ def load_folder_split(root: Path, split: str, image_size: int, cache_dir: Path |
     files, labels, classes = _list_folder_split(root / split)
 
     def decode() -> Split:
-        return Split(_decode_all(files, image_size), torch.tensor(labels, dtype=torch.int64), classes)
+        images = _decode_all(files, image_size, f"the {split} images of {root}")
+        return Split(images, torch.tensor(labels, dtype=torch.int64), classes)
 
     if cache_dir is None:
         return decode()

@@ -32,7 +32,7 @@ QUICK = [
 
 # A Hydra app that starts in a second (no torch): it records its start, then ends as `x` says.
 APP = """
-import json, os, signal, sys, time
+import importlib, json, os, signal, sys, time
 from pathlib import Path
 
 import hydra
@@ -47,15 +47,17 @@ def main(cfg):
     folder = Path(hydra_cfg.runtime.output_dir)
     base = {"job": hydra_cfg.job.num, "overrides": list(hydra_cfg.overrides.task), "metrics": {}}
     write_record(folder, started(base))
+    for name in cfg.imports:
+        importlib.import_module(name)
     seen = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES")}
-    (folder / "seen.json").write_text(json.dumps(seen | {"start": time.time(), "pid": os.getpid()}))
+    (folder / "seen.json").write_text(json.dumps(seen | {"start": time.time(), "pid": os.getpid(), "sid": os.getsid(0)}))
     if cfg.x == "kill":
         time.sleep(0.5)
         os.kill(os.getpid(), signal.SIGKILL)
     if cfg.x == "raise":
         raise RuntimeError("boom")
     time.sleep(cfg.sleep)
-    (folder / "seen.json").write_text(json.dumps(seen | {"start": json.loads((folder / "seen.json").read_text())["start"], "end": time.time()}))
+    (folder / "seen.json").write_text(json.dumps(json.loads((folder / "seen.json").read_text()) | {"end": time.time()}))
     write_record(folder, base | {"status": "ok", "metrics": {"score": float(cfg.score)}})
     return float(cfg.score)
 
@@ -71,6 +73,7 @@ APP_CONFIG = """
 x: ok
 score: 0.5
 sleep: 2.0
+imports: []
 optimized_metric: score
 trainer:
   devices: 1
@@ -135,6 +138,9 @@ def test_real_jobs_run_two_at_once_and_sigint_stops_the_sweep(tmp_path: Path, ti
     launched = json.loads((folder / "launcher.json").read_text())
     assert launched["exit_status"] == 0 and launched["threads"] == 1 and launched["torch_threads"] == 1
     assert launched["environment"]["OMP_NUM_THREADS"] == "1"
+    # forked by its slot's server, which had imported Lightning; job 2 took job 0's slot and server
+    assert launched["start"] == "forked" and launched["preloaded"] == ["wycifar.training"]
+    assert json.loads((sweep / "2" / "launcher.json").read_text())["server_pid"] == launched["server_pid"]
     (start0, end0), (start1, end1) = log_times(sweep / "0" / "train.log"), log_times(sweep / "1" / "train.log")
     assert start0 < end1 and start1 < end0, "jobs 0 and 1 did not overlap"
     assert log_times(sweep / "2" / "train.log")[0] > end0  # two at once, no more
@@ -172,6 +178,44 @@ def test_a_killed_job_and_a_raising_job_fail_alone(tmp_path: Path):
     assert "job 3 ended: ok, score 0.5000" in result.stdout and "best score 0.5000 (job 0)" in result.stdout
     seen = {job: json.loads((sweep / job / "seen.json").read_text()) for job in ("0", "3")}
     assert all(s["OMP_NUM_THREADS"] == "1" for s in seen.values())
+
+
+# A module that notes each process that imports it.
+HEAVY = """
+import os
+from pathlib import Path
+
+with open(Path(__file__).with_name("imports.txt"), "a") as notes:
+    notes.write(f"{os.getpid()}\\n")
+"""
+
+
+def test_a_slot_server_imports_once_and_forks_fresh_jobs(tmp_path: Path):
+    """With a preload, each slot's server imports it once and forks the slot's jobs: each job a
+    process of its own (pid, session, environment) that finds the module imported; a server that
+    cannot import leaves its jobs to the plain start."""
+    (tmp_path / "heavy.py").write_text(HEAVY)
+    notes, env = tmp_path / "imports.txt", {"PYTHONPATH": str(tmp_path)}
+    sweep_args = ("score=0.1,0.2,0.3,0.4", "sleep=0.5", "imports=[heavy]")
+    result, sweep = run_app(tmp_path, *sweep_args, "hydra.launcher.preload=[heavy]", env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    launched = [json.loads((sweep / str(job) / "launcher.json").read_text()) for job in range(4)]
+    seen = [json.loads((sweep / str(job) / "seen.json").read_text()) for job in range(4)]
+    servers = {facts["server_pid"] for facts in launched}
+    assert sorted(map(int, notes.read_text().split())) == sorted(servers) and len(servers) == 2  # one import a slot
+    assert len({facts["pid"] for facts in launched} | servers) == 6  # every job a process of its own
+    for facts, job in zip(launched, seen):
+        assert facts["start"] == "forked" and facts["preloaded"] == ["heavy"] and facts["exit_status"] == 0
+        assert job["pid"] == facts["pid"] == job["sid"]  # its own session
+        assert job["OMP_NUM_THREADS"] == facts["environment"]["OMP_NUM_THREADS"] == "1"
+    assert not (sweep / ".launcher").exists()
+
+    notes.unlink()
+    result, sweep = run_app(tmp_path, *sweep_args, "hydra.launcher.preload=[heavy,no_such_module]", env=env)
+    assert result.returncode == 0 and "job server failed (importing no_such_module" in result.stdout + result.stderr
+    launched = [json.loads((sweep / str(job) / "launcher.json").read_text()) for job in range(4)]
+    assert all(facts["start"] == "process" and facts["preloaded"] == [] for facts in launched)
+    assert {facts["pid"] for facts in launched} <= set(map(int, notes.read_text().split()))  # each imported it
 
 
 def test_a_job_asking_for_more_than_one_device_is_refused_before_the_sweep(tmp_path: Path):

@@ -3,8 +3,10 @@
 The launcher composed the job's config (Hydra's sweep config, its number set) and pickled it with
 a reference to the task function; this runs Hydra's `run_job` on it as the basic launcher would in
 its own process (the job's folder, `.hydra/`, logging, job callbacks), then pickles the outcome
-beside the job file for the launcher: `<file>.result`.
+beside the job file for the launcher: `<file>.result`. A slot's job server (`_server.py`) runs
+`main` in a child it forked, its heavy modules already imported.
 """
+
 
 
 import importlib
@@ -50,7 +52,8 @@ def picklable(value: Any) -> Any:
         return repr(value)
 
 
-def main(job_file: str) -> int:
+def main(job_file: str, preloaded: list[str] | None = None) -> int:
+    """Run the job; `preloaded`: the modules its process had imported before it (a job server's)."""
     from hydra._internal.callbacks import Callbacks
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.singleton import Singleton
@@ -87,6 +90,7 @@ def main(job_file: str) -> int:
         "working_dir": ret.working_dir,
         "torch_threads": torch.get_num_threads() if torch is not None else None,
         "environment": seen,
+        "preloaded": preloaded or [],
     }
     Path(job_file + ".result.tmp").write_bytes(pickle.dumps(result))
     os.replace(job_file + ".result.tmp", job_file + ".result")

@@ -7,7 +7,8 @@ the launcher's jobs.
 """
 
 
-from dataclasses import dataclass
+
+from dataclasses import dataclass, field
 from typing import Any, List, Optional  # noqa: UP035 - OmegaConf reads typing's generics
 
 from hydra.core.config_store import ConfigStore
@@ -37,6 +38,9 @@ class ParallelLauncherConf:
     view: str = "auto"
     # seconds between looks at the jobs' folders
     poll_s: float = 0.5
+    # modules each slot's job server imports once, then forks the slot's jobs (a fresh process each,
+    # without paying the imports again); []: each job a plain new Python process
+    preload: List[str] = field(default_factory=lambda: ["wycifar.training"])  # noqa: UP006
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="parallel", node=ParallelLauncherConf, provider="wycifar")

@@ -7,6 +7,13 @@ CUDA_VISIBLE_DEVICES (its slot's GPU, round-robin over the GPUs, `jobs_per_gpu` 
 it prints (the progress bar, the epoch table) goes to `console.log` in its folder. A queued job
 starts as soon as a slot frees.
 
+With `hydra.launcher.preload` (default `[wycifar.training]`: Lightning and torch, seconds of CPU
+each time), each slot has a job server (`_server.py`): a process started with the slot's
+environment that imports those modules once, then forks each of the slot's jobs, so a job is
+still a fresh process of its own (its own pid, session and environment) without paying the
+imports. A server that fails or dies leaves its slot to the plain start; `preload: []` is the
+plain start throughout.
+
 A job that dies without ending its record (SIGKILL, a segfault, the OOM killer, a non-zero exit)
 gets its record ended by the launcher (`killed (SIGKILL)`, `error: exit status N`), and the other
 jobs go on; the sweep's summary is rewritten as each job ends. Ctrl-C or SIGTERM to the sweep is
@@ -18,6 +25,7 @@ Results come back in the sweep's order as Hydra's JobReturn: a job that raised i
 exception, as under the basic launcher; a job that died is COMPLETED with no value, its failure
 in its record, as wycifar.train returns a job that failed in a known way.
 """
+
 
 
 import copy
@@ -33,7 +41,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.singleton import Singleton
@@ -43,6 +51,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from hydra_plugins.wycifar_launcher._resources import cores, visible_gpus
+from hydra_plugins.wycifar_launcher._server import ForkedJob, Server, die_with_parent
 from hydra_plugins.wycifar_launcher._view import Counts, JobLine, View, duration
 
 log = logging.getLogger(__name__)
@@ -61,8 +70,7 @@ class Job:
     config: DictConfig
     folder: Path
     file: Path = Path()
-    process: subprocess.Popen | None = None
-    console: IO | None = None
+    process: subprocess.Popen | ForkedJob | None = None
     slot: int = -1
     threads: int = 1
     gpu: str | None = None
@@ -156,16 +164,6 @@ def last_line(path: Path) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def _die_with_parent() -> None:
-    """In a job's process before it runs: SIGTERM when the sweep's process dies (Linux)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-
-
 class ParallelLauncher(Launcher):
     def __init__(
         self,
@@ -176,6 +174,7 @@ class ParallelLauncher(Launcher):
         memory_per_job_gb: float = 2.0,
         view: str = "auto",
         poll_s: float = 0.5,
+        preload: Sequence[str] = ("wycifar.training",),
     ) -> None:
         super().__init__()
         self.jobs = int(jobs)
@@ -186,6 +185,8 @@ class ParallelLauncher(Launcher):
         self.gpus = None if gpus is None else [str(g) for g in gpus]
         self.view_mode = view
         self.poll_s = float(poll_s)
+        self.preload = [str(name) for name in preload or ()]
+        self._servers: dict[int, Server] = {}
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
@@ -288,6 +289,10 @@ class ParallelLauncher(Launcher):
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         last_draw = 0.0
         try:
+            if self.preload:  # each slot's server imports while the others do
+                for slot in range(slots):
+                    env = self._environment(threads, gpus[slot % len(gpus)] if gpus else None)
+                    self._servers[slot] = Server(self.preload, env, str(launcher_dir / f"server{slot}.log"))
             while running or (queue and not self._signals):
                 if not self._signals:
                     while queue and free:
@@ -328,6 +333,9 @@ class ParallelLauncher(Launcher):
                 if job.process.poll() is None:
                     job.process.kill()
                     job.process.wait()
+            for server in self._servers.values():
+                server.close()
+            self._servers = {}
             view.close()
 
         for job in queue:  # never started
@@ -377,24 +385,36 @@ class ParallelLauncher(Launcher):
             )
         return len(self._signals)
 
-    def _start(self, job: Job, slot: int, threads: int, gpu: str | None) -> None:
-        job.slot, job.threads, job.gpu = slot, threads, gpu
+    @staticmethod
+    def _environment(threads: int, gpu: str | None) -> dict[str, str]:
+        """A slot's environment: its threads and its GPU, set before torch is imported."""
         env = dict(os.environ)
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpu
+        return env
+
+    def _start(self, job: Job, slot: int, threads: int, gpu: str | None) -> None:
+        job.slot, job.threads, job.gpu = slot, threads, gpu
         job.folder.mkdir(parents=True, exist_ok=True)
-        job.console = open(job.folder / CONSOLE_FILE, "ab")
-        command = [sys.executable, "-m", "hydra_plugins.wycifar_launcher._job", str(job.file)]
-        job.process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=job.console,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,  # a terminal's Ctrl-C reaches the sweep, which passes it on once
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-        )
+        console = job.folder / CONSOLE_FILE
+        server = self._servers.get(slot)
+        job.process = server.start(str(job.file), str(console)) if server else None
+        if server and job.process is None:
+            log.warning(f"slot {slot}'s job server failed ({server.error}); its jobs start as plain processes")
+            del self._servers[slot]
+        if job.process is None:
+            command = [sys.executable, "-m", "hydra_plugins.wycifar_launcher._job", str(job.file)]
+            with open(console, "ab") as output:
+                job.process = subprocess.Popen(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    env=self._environment(threads, gpu),
+                    start_new_session=True,  # a terminal's Ctrl-C reaches the sweep, which passes it on once
+                    preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
+                )
         try:
             max_epochs = OmegaConf.select(job.config, "trainer.max_epochs", default=None)
         except Exception:
@@ -438,7 +458,6 @@ class ParallelLauncher(Launcher):
         """The job's JobReturn, and its record ended where the job could not end it."""
         from wycifar import records
 
-        job.console.close()
         result_file = Path(f"{job.file}.result")
         outcome: dict[str, Any] = {}
         if code == 0 and result_file.is_file():
@@ -484,6 +503,9 @@ class ParallelLauncher(Launcher):
             "exit_status": code,
             "torch_threads": outcome.get("torch_threads"),
             "environment": outcome.get("environment"),
+            "start": "forked" if isinstance(job.process, ForkedJob) else "process",
+            "server_pid": job.process.server.process.pid if isinstance(job.process, ForkedJob) else None,
+            "preloaded": outcome.get("preloaded"),
         }
         try:
             (job.folder / LAUNCH_FILE).write_text(json.dumps(facts, indent=2) + "\n")

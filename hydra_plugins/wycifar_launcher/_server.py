@@ -16,7 +16,6 @@ the imports (or `{"error": ...}` and exit), `{"pid": pid}` once a job's child ru
 """
 
 
-
 import atexit
 import importlib
 import json
@@ -62,8 +61,10 @@ def run_job(job_file: str, console: str, preloaded: list[str]) -> None:
         if "numpy" in sys.modules:  # a fresh process draws its own seed; a forked one shares the server's
             sys.modules["numpy"].random.seed()
         code = _job.main(job_file, preloaded)
-    except SystemExit as stop:
-        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    except SystemExit as stop:  # as Python ends on it: an int is the exit status, anything else is printed
+        code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+        if not isinstance(stop.code, int) and stop.code is not None:
+            print(stop.code, file=sys.stderr)
     except KeyboardInterrupt:
         traceback.print_exc()
         code = -signal.SIGINT  # as Python ends on an uncaught Ctrl-C: killed by SIGINT

@@ -6,7 +6,7 @@ import pytest
 from conftest import ROOT, compose_train, run_main
 
 from wycifar.bench import main as bench_main
-from wycifar.bench import run_bench
+from wycifar.bench.training import run_bench
 from wycifar.errors import ConfigError
 
 

@@ -15,7 +15,7 @@ import pyte
 from conftest import ROOT, make_image_folder
 
 COLUMNS, ROWS = 120, 40
-ROW = re.compile(r"^\|\s+\d+ \| \d\.\d{6} \| \d\dm \d\ds \| [\d.]+\s+\|\s+[\d.]+ % \| [\d.]+\s*\|\s*[\d.]+% \|$")
+ROW = re.compile(r"^\|\s+\d+ \| \d\.\d{6} \| \d\dm \d\ds \| [\d.]+\s+\|\s+[\d.]+% \| [\d.]+\s*\|\s*[\d.]+% \|$")
 
 
 def run_in_terminal(args: list[str], timeout: float = 300) -> tuple[list[str], int]:

@@ -273,7 +273,7 @@ def test_summary_of_runs_made_separately(tmp_path: Path, tiny_data: Path):
     # --ignore: an override that does not split groups
     merged = run_main(summary_main, tmp_path / "train", "--ignore", "model")
     every = [r["metrics"]["test/acc"] for r in records]
-    assert f"| (none) | 3 | 0 1 0 | {100 * statistics.fmean(every):.2f}% ± {100 * statistics.stdev(every):.2f}" in (
+    assert f"| (none) | 3 | 0 0 1 | {100 * statistics.fmean(every):.2f}% ± {100 * statistics.stdev(every):.2f}" in (
         merged.stdout
     )
 

@@ -162,7 +162,7 @@ class RunSummary:
                 "n": len(done),
                 "failed": len(members) - len(done) - running,
                 "running": running,
-                "seeds": " ".join(str(r.get("seed")) for r in done),
+                "seeds": " ".join(str(seed) for seed in sorted((r.get("seed") for r in done), key=str)),
             }
             for key, (column, _) in ACCURACIES.items():
                 values = [r["metrics"][key] for r in done if r.get("metrics", {}).get(key) is not None]
@@ -207,7 +207,7 @@ class RunSummary:
             "|---|---|---|---|---|---|---|---|",
         ]
         lines += [
-            f"| {r['job']} | {r['folder']} | `{r['overrides']}` | {_number(r['params'])} | {_percent(r['val_acc_best'])} | "
+            f"| {r['job']} | {r['folder']} | {f'`{o}`' if (o := r['overrides']) else '(none)'} | {_number(r['params'])} | {_percent(r['val_acc_best'])} | "
             f"{_percent(r['test_acc'])}{_on_images(r['_partial'])} | {_number(r['time_s'])} | {r['status']} |"
             for r in jobs
         ]

@@ -8,6 +8,7 @@ import time
 
 import lightning as L
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 from wycifar.callbacks.common import EpochMetrics, run_dir, save_figure, should_draw
 
@@ -56,6 +57,7 @@ class LearningCurves(EpochMetrics):
                     ys = [100 * y for y in ys] if kind == "acc" else ys
                     ax.plot(xs, ys, style, markersize=3, label=f"{split}")
             ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs
             ax.set_ylabel("accuracy (%)" if kind == "acc" else "cross-entropy loss")
             ax.set_title("Accuracy" if kind == "acc" else "Loss")
             ax.grid(alpha=0.3)

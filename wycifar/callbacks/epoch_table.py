@@ -104,7 +104,7 @@ class EpochTable(EpochMetrics):
         val_acc = f"{row['ValAcc']:5.2f}%" if validated else f"{'-':>6}"
         return (
             f"| {row['Epoch']:>5} | {row['LR']:.6f} | {format_time(row['Time'])} | {row['TrainLoss']:<9.6f} "
-            f"| {row['TrainAcc']:6.2f} % | {val_loss} | {val_acc} |"
+            f"| {row['TrainAcc']:7.2f}% | {val_loss} | {val_acc} |"
         )
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

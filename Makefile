@@ -19,12 +19,12 @@ check-wheel:  ## build the wheel, install it in a fresh venv, and use it from an
 	PYTHON=$(PYTHON) scripts/check_wheel.sh
 
 lint:
-	$(BIN)/ruff check wycifar tests scripts
-	$(BIN)/ruff format --check wycifar tests scripts
+	$(BIN)/ruff check wycifar hydra_plugins tests scripts
+	$(BIN)/ruff format --check wycifar hydra_plugins tests scripts
 
 format:
-	$(BIN)/ruff format wycifar tests scripts
-	$(BIN)/ruff check --fix wycifar tests scripts
+	$(BIN)/ruff format wycifar hydra_plugins tests scripts
+	$(BIN)/ruff check --fix wycifar hydra_plugins tests scripts
 
 train:
 	$(BIN)/python -m wycifar.train $(ARGS)

@@ -7,8 +7,6 @@ beside the job file for the launcher: `<file>.result`. A slot's job server (`_se
 `main` in a child it forked, its heavy modules already imported.
 """
 
-
-
 import importlib
 import importlib.util
 import os

@@ -1,6 +1,5 @@
 """What the machine has for a sweep: cores, GPUs, memory; the default number of jobs at once."""
 
-
 import os
 
 

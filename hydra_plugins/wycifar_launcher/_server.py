@@ -15,7 +15,6 @@ the imports (or `{"error": ...}` and exit), `{"pid": pid}` once a job's child ru
 "status": wait status}` when it ended. One job at a time: a slot runs one job at a time.
 """
 
-
 import atexit
 import importlib
 import json

@@ -6,7 +6,6 @@ print a line above it. Elsewhere (a pipe, a file, CI, a SLURM log): one line per
 started, epoch done, job ended, each with its time of day.
 """
 
-
 import shutil
 import sys
 import time

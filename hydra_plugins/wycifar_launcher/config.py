@@ -6,8 +6,6 @@ can follow it: conf/hparams_search/optuna.yaml runs `hydra.sweeper.n_jobs` trial
 the launcher's jobs.
 """
 
-
-
 from dataclasses import dataclass, field
 from typing import Any, List, Optional  # noqa: UP035 - OmegaConf reads typing's generics
 

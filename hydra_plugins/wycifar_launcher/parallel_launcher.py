@@ -26,8 +26,6 @@ exception, as under the basic launcher; a job that died is COMPLETED with no val
 in its record, as wycifar.train returns a job that failed in a known way.
 """
 
-
-
 import copy
 import json
 import logging

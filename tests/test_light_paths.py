@@ -2,6 +2,7 @@
 help, a refused key or group option, the summary, the exporter's and shipper's help, ONNX prediction."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -70,3 +71,13 @@ def test_summary_and_onnx_prediction_answer_without_the_heavy_packages(tmp_path:
     (model,) = (ROOT / "results" / "default").glob("model_*.onnx")
     result = light("wycifar.predict", "--onnx", model, image)
     assert result.returncode == 0 and result.stdout.startswith(f"{image}: "), result.stderr
+
+
+def test_the_startup_benchmark_prints_each_light_path_against_lightnings_import(capsys):
+    from wycifar.bench.startup import PATHS, main
+
+    main(["--rounds", "1"])
+    out = capsys.readouterr().out
+    for name in ["import lightning", *PATHS]:
+        assert re.search(rf"^{re.escape(name)}\s+\d+\.\d\d\s+\d+\.\d\dx$", out, re.M), name
+    assert "left in the scratch folder: runs" in out  # no light path wrote anything

@@ -1,6 +1,7 @@
 """python -m wycifar.bench [overrides]: how fast, measured three ways in one process.
 (`python -m wycifar.bench deploy RUN_OR_CHECKPOINT ...`: the deployed model, wycifar.bench.deploy;
-`python -m wycifar.bench sweep ...`: hydra/launcher=parallel against the basic launcher, wycifar.bench.sweep.)
+`python -m wycifar.bench sweep ...`: hydra/launcher=parallel against the basic launcher, wycifar.bench.sweep;
+`python -m wycifar.bench startup`: how soon the commands answer where they need no training.)
 
 (a) the data pipeline alone: cached uint8 images -> augmented, normalised batches on the device;
 (b) a bare PyTorch training loop (forward, loss, backward, SGD step) on ready batches: the floor;
@@ -46,5 +47,10 @@ def main() -> None:
         from wycifar.bench.sweep import main as sweep_main
 
         sweep_main(sys.argv[2:])
+        return
+    if sys.argv[1:2] == ["startup"]:  # wycifar-bench startup: how soon the light paths answer
+        from wycifar.bench.startup import main as startup_main
+
+        startup_main(sys.argv[2:])
         return
     run_command(hydra_main, "bench")

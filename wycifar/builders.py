@@ -14,9 +14,10 @@ from omegaconf import DictConfig, OmegaConf
 
 import wycifar.resolvers  # noqa: F401 - conf/'s resolvers, before any config is composed
 from wycifar.checkpoints import load_teacher
-from wycifar.errors import ConfigError, WycifarError, check_number, check_whole_number
+from wycifar.errors import ConfigError, WycifarError, check_whole_number
 from wycifar.module import WyCifarModule
 from wycifar.precision import accelerator_of
+from wycifar.settings import check_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +38,6 @@ def instantiate_checked(cfg, key: str, **kwargs):
             raise cause from None
         message = str(cause or error).strip().splitlines()[0]
         raise ConfigError(f"{key}: {message}") from None
-
-
-def check_optimizer(optimizer_cfg: dict) -> None:
-    """Catch what SGD would only reject once training has started."""
-    below_one = {"maximum": 1, "exclusive_max": True}
-    rules = {"lr": {}, "momentum": below_one, "weight_decay": {}, "dampening": below_one}
-    for key, bounds in rules.items():
-        if key in optimizer_cfg:
-            check_number(f"optimizer.{key}", optimizer_cfg[key], minimum=0, **bounds)
 
 
 def build_module(cfg: DictConfig) -> WyCifarModule:

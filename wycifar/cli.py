@@ -57,22 +57,27 @@ def run_command(hydra_main: Callable[[], object], config_name: str) -> None:
 
 
 def check_overrides(config_name: str, args: list[str]) -> None:
-    """Compose the config with these overrides as Hydra will (each value of a sweep in turn) and
-    turn what Hydra refuses into one ConfigError."""
+    """Compose the config with these overrides as Hydra will (each value of a sweep in turn), turn
+    what Hydra refuses into one ConfigError, and check every value (settings.py)."""
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
     import wycifar.resolvers  # noqa: F401 - the resolvers conf/ names
+    from wycifar.settings import check_settings
 
     variants = override_variants([arg for arg in args if not arg.startswith("-")])
+    multirun = "-m" in args or "--multirun" in args
     GlobalHydra.instance().clear()
     try:
         with initialize_config_module(CONFIGS.removeprefix("pkg://"), version_base="1.3"):
             for overrides in variants:
                 try:
-                    compose(config_name, overrides=overrides)
+                    cfg = compose(config_name, overrides=overrides)
                 except Exception as error:  # noqa: BLE001 - Hydra's and OmegaConf's many kinds
                     raise ConfigError(explain_refusal(error, config_name, compose)) from None
+                # a sweep's job with a value not allowed fails alone and is listed (the sweep goes on)
+                if config_name in ("train", "bench") and not multirun:
+                    check_settings(cfg)
     finally:
         GlobalHydra.instance().clear()
 

@@ -19,8 +19,8 @@ from wycifar.loggers import log_config
 from wycifar.process import configure_process
 from wycifar.records import override_key
 from wycifar.run_dirs import newest_checkpoint, run_data_root, run_of
+from wycifar.settings import TTA_MODES
 from wycifar.training import accuracy_line, test_metrics
-from wycifar.tta import TTA_MODES
 
 log = logging.getLogger("wycifar.eval")
 

@@ -13,13 +13,10 @@ from torchmetrics import MaxMetric, MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from wycifar.distill import soft_target_loss
-from wycifar.errors import ConfigError, check_choice, check_number
+from wycifar.errors import ConfigError
 from wycifar.models import WyCifarNet
-from wycifar.tta import TTA_MODES, tta_probs
-
-INTERVALS = ("epoch", "step")
-# torch.compile's modes; reduce-overhead replays CUDA graphs on a GPU.
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+from wycifar.settings import check_module
+from wycifar.tta import tta_probs
 
 
 def rng_generators(device: torch.device) -> dict[str, tuple[Callable, Callable]]:
@@ -61,14 +58,17 @@ class WyCifarModule(L.LightningModule):
         super().__init__()
         # the teacher is a network, built by builders.build_module: not a hyperparameter
         self.save_hyperparameters(logger=False, ignore=["teacher"])
-        check_number("module.label_smoothing", label_smoothing, minimum=0, maximum=1, exclusive_max=True)
-        check_number("module.l1_lambda", l1_lambda, minimum=0)
-        check_choice("module.compile_mode", compile_mode, COMPILE_MODES)
-        check_choice("module.tta", tta, TTA_MODES)
-        check_number("module.distill_temperature", distill_temperature, minimum=0, inclusive=False)
-        check_number("module.distill_weight", distill_weight, minimum=0, maximum=1)
-        if scheduler:
-            check_choice("scheduler.interval", scheduler.get("interval", "epoch"), INTERVALS)
+        check_module(
+            {
+                "label_smoothing": label_smoothing,
+                "l1_lambda": l1_lambda,
+                "compile_mode": compile_mode,
+                "tta": tta,
+                "distill_temperature": distill_temperature,
+                "distill_weight": distill_weight,
+            },
+            scheduler,
+        )
         self.net = WyCifarNet(**net)
         if channels_last:
             # NHWC is 1.7x faster for these convs on the CPU; the loader yields NHWC batches to match.

@@ -7,9 +7,9 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-# none: the image only | flip: the image and its mirror | flip_translate: those two, each also
-# shifted by one pixel up-left and down-right (mirrored borders, as the training crops), six views
-TTA_MODES = ("none", "flip", "flip_translate")
+# TTA_MODES (settings.py): none: the image only | flip: the image and its mirror | flip_translate:
+# those two, each also shifted by one pixel up-left and down-right (mirrored borders, as the
+# training crops), six views
 
 
 def translate(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """python -m wycifar.bench startup [--rounds N]: how soon each command answers where it needs no
 training, against `python -c "import lightning"` measured in the same run.
 
-Each light path (help, a misspelt setting, a wrong option, the summary, the exporter's and the
+Each light path (help, a misspelt setting, a wrong option, a value not allowed, the summary, the exporter's and the
 shipper's help) runs as a user starts it, in a fresh Python, in a scratch folder; the table gives
 each one's median wall time and its ratio to Lightning's import. It measures and prints; it
 asserts nothing.
@@ -22,6 +22,7 @@ PATHS = {
     "train --help": ["-m", "wycifar.train", "--help"],
     "train model.nrom=gn (refused)": ["-m", "wycifar.train", "model.nrom=gn"],
     "train model=dws_dilatd (refused)": ["-m", "wycifar.train", "model=dws_dilatd"],
+    "train model.norm=xyz (refused)": ["-m", "wycifar.train", "model.norm=xyz"],
     "eval --help": ["-m", "wycifar.eval", "--help"],
     "bench --help": ["-m", "wycifar.bench", "--help"],
     "export --help": ["-m", "wycifar.export", "--help"],

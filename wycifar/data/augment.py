@@ -8,12 +8,12 @@ so a seeded run is reproducible on the CPU.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 
-from wycifar.errors import check_choice, check_number, check_whole_number
+from wycifar.settings import check_augment
 
 
 def _rand(n: int, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -98,10 +98,6 @@ def shift_scale_rotate(
     return F.grid_sample(x, grid, mode="bilinear", padding_mode=border, align_corners=False)
 
 
-SSR_BORDERS = ("zeros", "reflection", "border")
-CROP_BORDERS = ("zeros", "reflection")
-
-
 @dataclass
 class AugmentConfig:
     """Every augmentation, each off when its probability or size is 0."""
@@ -119,12 +115,7 @@ class AugmentConfig:
     ssr_border: str = "zeros"
 
     def __post_init__(self) -> None:
-        for key in ("flip_p", "cutout_p", "ssr_p"):
-            check_number(f"data.augment.{key}", getattr(self, key), minimum=0, maximum=1)
-        for key in ("crop_padding", "cutout_min", "cutout_max"):
-            check_whole_number(f"data.augment.{key}", getattr(self, key), minimum=0)
-        check_choice("data.augment.crop_border", self.crop_border, CROP_BORDERS)
-        check_choice("data.augment.ssr_border", self.ssr_border, SSR_BORDERS)
+        check_augment(asdict(self))
 
 
 def augment_batch(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -11,7 +11,8 @@ from wycifar.data.augment import AugmentConfig
 from wycifar.data.loader import TensorLoader
 from wycifar.data.normalize import CIFAR10_MEAN, CIFAR10_STD
 from wycifar.data.sources import Split, load_split
-from wycifar.errors import ConfigError, check_whole_number
+from wycifar.errors import ConfigError
+from wycifar.settings import check_data
 
 
 def evaluation_order(labels: torch.Tensor, seed: int = 0) -> torch.Tensor:
@@ -52,13 +53,14 @@ class CIFAR10DataModule(L.LightningDataModule):
         std: tuple[float, ...] = CIFAR10_STD,
     ) -> None:
         super().__init__()
-        for key, value in (
-            ("batch_size", batch_size),
-            ("eval_batch_size", eval_batch_size),
-            ("image_size", image_size),
-        ):
-            check_whole_number(f"data.{key}", value)
-        check_whole_number("data.val_size", val_size, minimum=0)
+        check_data(
+            {
+                "batch_size": batch_size,
+                "eval_batch_size": eval_batch_size,
+                "image_size": image_size,
+                "val_size": val_size,
+            }
+        )
         try:
             self.augment = AugmentConfig(**(augment or {}))
         except TypeError as error:

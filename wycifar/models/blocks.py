@@ -14,10 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-NORMS = ("bn", "gn", "ln")
-CONV_TYPES = ("vanilla", "depthwise", "depthwise_separable")
-DOWNSAMPLING = ("dilated", "strided")
-SKIP_SUBSAMPLING = ("stride", "avg")
+from wycifar.settings import ACTIVATION_NAMES, CONV_TYPES, DOWNSAMPLING, NORMS, SKIP_SUBSAMPLING  # noqa: F401 - the choices
 
 
 # Module-level functions, not lambdas, so that a network stays picklable (ddp_spawn, deepcopy).
@@ -32,6 +29,7 @@ def _gelu(x: torch.Tensor) -> torch.Tensor:
 
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"relu": _relu, "gelu": _gelu}
+assert tuple(ACTIVATIONS) == ACTIVATION_NAMES  # settings.py checks model.activation against these names
 
 
 def make_norm(kind: str, channels: int, gn_groups: int = 8) -> nn.Module:

@@ -8,18 +8,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wycifar.errors import ConfigError, check_choice, check_number, check_whole_number
+from wycifar.errors import ConfigError
 from wycifar.models.blocks import (
     ACTIVATIONS,
-    CONV_TYPES,
-    DOWNSAMPLING,
-    NORMS,
-    SKIP_SUBSAMPLING,
     WyBlock,
     WyResidual,
     make_norm,
     skip_projection,
 )
+from wycifar.settings import check_model
 
 
 def dilated_halving(size: int) -> tuple[int, int]:
@@ -38,23 +35,6 @@ def dilated_halving(size: int) -> tuple[int, int]:
         f"model.downsample='dilated' cannot halve a {size}x{size} feature map with a 3x3 dilated conv; "
         "use image sizes divisible by 2**(num_blocks+1) or model.downsample=strided"
     )
-
-
-def check_net_config(cfg: dict) -> None:
-    """Every model.* value, checked once, before anything is built."""
-    for key, allowed in (
-        ("norm", NORMS),
-        ("conv", CONV_TYPES),
-        ("downsample", DOWNSAMPLING),
-        ("skip_subsample", SKIP_SUBSAMPLING),
-        ("activation", tuple(ACTIVATIONS)),
-    ):
-        check_choice(f"model.{key}", cfg[key], allowed)
-    for key in ("num_blocks", "units_per_block", "base_width", "num_classes", "image_size", "in_channels", "gn_groups"):
-        check_whole_number(f"model.{key}", cfg[key])
-    check_number("model.dropout", cfg["dropout"], minimum=0, maximum=1, exclusive_max=True)
-    if not isinstance(cfg["skip_1x1"], bool):
-        raise ConfigError(f"model.skip_1x1={cfg['skip_1x1']!r} is not allowed; it must be true or false")
 
 
 class WyCifarNet(nn.Module):
@@ -83,7 +63,7 @@ class WyCifarNet(nn.Module):
         gn_groups: int = 8,
     ) -> None:
         super().__init__()
-        check_net_config(locals())
+        check_model(locals())
         self.conv, self.downsample, self.skip_1x1 = conv, downsample, skip_1x1
         self.avg_skip = skip_subsample == "avg"
         self.norm_layer = partial(make_norm, norm, gn_groups=gn_groups)

@@ -24,7 +24,8 @@ QUICK = [
 
 def test_processes_claiming_one_name_at_once_each_get_a_folder(tmp_path: Path):
     base = str(tmp_path / "train" / "2026-01-01_00-00-00")
-    with multiprocessing.get_context("fork").Pool(4) as pool:
+    # spawned, not forked: a fork of this process (threads left by earlier tests) can deadlock
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
         claimed = pool.map(claim_dir, [base] * 8)
     assert sorted(claimed) == sorted([base] + [f"{base}_{n}" for n in range(1, 8)])
     assert all(Path(c).is_dir() for c in claimed)

@@ -12,7 +12,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from wycifar.errors import ConfigError
-from wycifar.run_dirs import SWEEP_MARKERS, find_resume, holds_results, is_secondary_rank
+from wycifar.run_dirs import SWEEP_MARKERS, config_resume, holds_results, is_secondary_rank
 from wycifar.run_summary import RunSummary, find_records
 
 
@@ -41,12 +41,7 @@ def _resumes_from(config: DictConfig, folder: Path) -> bool:
     if not OmegaConf.select(config, "train", default=False):
         return False
     try:
-        resume = find_resume(
-            OmegaConf.select(config, "ckpt_path"),
-            OmegaConf.select(config, "paths.log_dir"),
-            OmegaConf.select(config, "task_name"),
-            list(OmegaConf.select(config, "hydra.overrides.task", default=[]) or []),
-        )
+        resume = config_resume(config)
     except ConfigError:
         return False
     return resume is not None and folder.resolve() in resume.checkpoint.resolve().parents

@@ -81,6 +81,15 @@ def mark_ended(folder: str | Path, status: str, error: str | None = None) -> dic
     return record
 
 
+def partial_test(metrics: dict) -> tuple[int, int] | None:
+    """(images tested, images in the test split) where a run's test covered part of the split
+    (`test/images` below `test/split_images`), else None."""
+    tested, whole = metrics.get("test/images"), metrics.get("test/split_images")
+    if tested is None or whole is None or tested >= whole:
+        return None
+    return int(tested), int(whole)
+
+
 def is_training_run(folder: Path) -> bool:
     """`folder` holds a wycifar.train run (Hydra's record of a `train` job), not an evaluation."""
     hydra_yaml = folder / ".hydra" / "hydra.yaml"

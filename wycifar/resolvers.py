@@ -8,7 +8,7 @@ from pathlib import Path
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from wycifar.run_dirs import claim_dir, find_resume
+from wycifar.run_dirs import claim_dir, config_resume
 
 
 def user_cache_dir() -> str:
@@ -29,12 +29,7 @@ def resume_dir(*, _root_) -> str:
     select = OmegaConf.select
     if not select(_root_, "train", default=False) or select(_root_, "hydra.mode") == RunMode.MULTIRUN:
         return ""
-    resume = find_resume(
-        select(_root_, "ckpt_path"),
-        select(_root_, "paths.log_dir"),
-        select(_root_, "task_name"),
-        list(select(_root_, "hydra.overrides.task", default=[]) or []),
-    )
+    resume = config_resume(_root_)
     return str(resume.run) if resume and resume.run else ""
 
 

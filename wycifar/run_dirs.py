@@ -236,6 +236,19 @@ def unfinished_runs(log_dir: str | Path, task: str) -> list[Path]:
     ]
 
 
+def config_resume(config) -> Resume | None:
+    """What a composed config's `ckpt_path` resumes (find_resume with the config's log folder,
+    task and overrides): for conf/hydra's run.dir and the check of a given folder."""
+    from omegaconf import OmegaConf
+
+    return find_resume(
+        OmegaConf.select(config, "ckpt_path"),
+        OmegaConf.select(config, "paths.log_dir"),
+        OmegaConf.select(config, "task_name"),
+        list(OmegaConf.select(config, "hydra.overrides.task", default=[]) or []),
+    )
+
+
 def find_resume(ckpt_path: str | None, log_dir: str | Path, task: str, overrides: list[str]) -> Resume | None:
     """What `ckpt_path` resumes, for a run of `task` with these overrides.
 

@@ -23,6 +23,7 @@ from wycifar.records import (
     is_ignored,
     is_training_run,
     override_key,
+    partial_test,
     status_of,
     unrecorded_run,
 )
@@ -45,15 +46,6 @@ JOB_COLUMNS = [
     "time_s",
     "status",
 ]
-
-
-def partial_test(record: dict) -> tuple[int, int] | None:
-    """(images tested, images in the test split) for a run tested on part of the split, else None."""
-    metrics = record.get("metrics") or {}
-    tested, whole = metrics.get("test/images"), metrics.get("test/split_images")
-    if tested is None or whole is None or tested >= whole:
-        return None
-    return int(tested), int(whole)
 
 
 def find_records(folders: list[Path]) -> list[tuple[Path, dict]]:
@@ -123,7 +115,7 @@ class RunSummary:
             if o not in self.common and not is_seed(o) and not is_ignored(o, self.ignored)
         )
         # an accuracy on part of the test split is never averaged with whole-split ones
-        partial = partial_test(record)
+        partial = partial_test(record.get("metrics") or {})
         return " ".join(kept + ([f"[tested on {partial[0]:,} of {partial[1]:,} images]"] if partial else []))
 
     def jobs(self) -> list[dict]:
@@ -140,7 +132,7 @@ class RunSummary:
                     "val_acc_best": metrics.get("val/acc_best"),
                     "test_acc": metrics.get("test/acc"),
                     "test_images": metrics.get("test/images"),
-                    "_partial": partial_test(record),
+                    "_partial": partial_test(record.get("metrics") or {}),
                     "time_s": metrics.get("time/fit_s"),
                     "status": record.get("status", "ok"),
                     "_key": metrics.get(self.metric),

@@ -29,7 +29,7 @@ from wycifar.errors import ConfigError, DivergenceError, InterruptedRun, Wycifar
 from wycifar.loggers import close as close_loggers
 from wycifar.loggers import log_config
 from wycifar.process import configure_process
-from wycifar.records import OK, started, write_record
+from wycifar.records import OK, partial_test, started, write_record
 from wycifar.run_dirs import find_resume, is_secondary_rank
 
 log = logging.getLogger("wycifar.train")
@@ -39,9 +39,9 @@ def accuracy_line(metrics: dict[str, float], tta: str) -> str:
     line = f"test accuracy: {100 * metrics['test/acc']:.2f}%"
     if "test/acc_tta" in metrics:
         line += f" (with {tta} TTA: {100 * metrics['test/acc_tta']:.2f}%)"
-    tested, whole = metrics.get("test/images"), metrics.get("test/split_images")
-    if tested is not None and whole is not None and tested < whole:
-        line += f", on {int(tested):,} of the {int(whole):,} test images only"
+    partial = partial_test(metrics)
+    if partial:
+        line += f", on {partial[0]:,} of the {partial[1]:,} test images only"
     return line
 
 

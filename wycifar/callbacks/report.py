@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from wycifar.callbacks.common import run_dir
 from wycifar.files import atomic_write_text
+from wycifar.records import partial_test
 from wycifar.run_dirs import run_model
 
 log = logging.getLogger("wycifar.report")
@@ -53,10 +54,10 @@ def build_report(folder: Path, metrics: dict[str, float], files: dict[str, str])
         if k.startswith(("test/", "val/acc_best"))
     ]
     if results:
-        tested, whole = metrics.get("test/images"), metrics.get("test/split_images")
+        partial = partial_test(metrics)
         note = (
-            f"\n\nTested on {tested:,.0f} of the {whole:,.0f} test images only (trainer.limit_test_batches)."
-            if tested is not None and whole is not None and tested < whole
+            f"\n\nTested on {partial[0]:,} of the {partial[1]:,} test images only (trainer.limit_test_batches)."
+            if partial
             else ""
         )
         parts.append(_section("Results", "| metric | value |\n|---|---|\n" + "\n".join(results) + note))

@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from torchmetrics import MaxMetric, MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from wycifar.distill import soft_target_loss
+from wycifar.distill import mean_of_views, soft_target_loss, softened
 from wycifar.errors import ConfigError
 from wycifar.models import WyCifarNet
 from wycifar.settings import check_module
@@ -51,6 +51,7 @@ class WyCifarModule(L.LightningModule):
         teacher: torch.nn.Module | None = None,
         distill_temperature: float = 4.0,
         distill_weight: float = 0.5,
+        teacher_views: str = "single",
         channels_last: bool = False,
         compile: bool = False,
         compile_mode: str = "default",
@@ -66,6 +67,7 @@ class WyCifarModule(L.LightningModule):
                 "tta": tta,
                 "distill_temperature": distill_temperature,
                 "distill_weight": distill_weight,
+                "teacher_views": teacher_views,
             },
             scheduler,
         )
@@ -134,12 +136,13 @@ class WyCifarModule(L.LightningModule):
         self.train_loss(per_image_loss.detach())
         self.train_acc((logits.detach().argmax(1) == y).float())
         if self.teacher_net is not None:
+            temperature = self.hparams.distill_temperature
+            views = (x, x.flip(3)) if self.hparams.teacher_views == "flip" else (x,)
             with torch.no_grad():
-                teacher_logits = self.teacher_logits(x)
+                # each view is softened before the next call: CUDA graphs reuse their output
+                targets = mean_of_views([softened(self.teacher_logits(view), temperature) for view in views])
             weight = self.hparams.distill_weight
-            loss = (1 - weight) * loss + weight * soft_target_loss(
-                logits, teacher_logits, self.hparams.distill_temperature
-            )
+            loss = (1 - weight) * loss + weight * soft_target_loss(logits, targets, temperature)
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         if self.hparams.l1_lambda:

@@ -63,7 +63,13 @@ def test_the_teacher_shapes_training_and_stays_out_of_the_student(tmp_path: Path
     assert not all(torch.equal(weights["distilled"][k], weights["plain"][k]) for k in weights["plain"])
     # the teacher's flip view gives other soft targets, so other weights
     flip = torch.load(
-        fit(tmp_path / "flip", tiny_data_module, f"module.teacher={teacher}", "module.distill_weight=0.9", "module.teacher_views=flip"),
+        fit(
+            tmp_path / "flip",
+            tiny_data_module,
+            f"module.teacher={teacher}",
+            "module.distill_weight=0.9",
+            "module.teacher_views=flip",
+        ),
         weights_only=True,
     )["state_dict"]
     assert not all(torch.equal(flip[k], weights["distilled"][k]) for k in flip)

@@ -79,7 +79,7 @@ def compose(overrides: list[str], output_dir: Path):
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    import wycifar.resolvers  # noqa: F401 - conf/'s resolvers
+    import wycifar.runs.resolvers  # noqa: F401 - conf/'s resolvers
 
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="wycifar.conf", version_base="1.3"):
@@ -99,7 +99,7 @@ def count_syncs(results: Path, data: str, steps: tuple[int, int], overrides: lis
     import torch
     from lightning.pytorch.callbacks import Callback
 
-    from wycifar.builders import build_callbacks, build_module, build_trainer, instantiate_checked
+    from wycifar.training.builders import build_callbacks, build_module, build_trainer, instantiate_checked
 
     cuda = torch.cuda.is_available()
 

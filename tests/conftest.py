@@ -17,7 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
-import wycifar.resolvers  # noqa: F401 - the resolvers conf/ uses, as every command registers them
+import wycifar.runs.resolvers  # noqa: F401 - the resolvers conf/ uses, as every command registers them
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -146,7 +146,7 @@ TINY = [
 
 def evaluate_checkpoint(tmp_path: Path, ckpt: str | Path, data_root: Path, extra: list[str] | None = None) -> dict:
     """`python -m wycifar.eval ckpt_path=<ckpt>` on the CPU, composed into tmp_path; its metrics."""
-    from wycifar.evaluation import evaluate
+    from wycifar.training.evaluate import evaluate
 
     overrides = [f"ckpt_path={ckpt}", f"data.root={data_root}", "trainer.accelerator=cpu", "data.eval_batch_size=64"]
     metrics, _ = evaluate(compose_train(tmp_path, overrides + (extra or []), config_name="eval"))
@@ -159,7 +159,7 @@ def assert_resume_matches_straight(tmp_path: Path, overrides: list[str]) -> Path
     import torch
     from lightning.pytorch.callbacks import Callback
 
-    from wycifar.training import train
+    from wycifar.training.run import train
 
     class StopAfterFirstEpoch(Callback):
         def on_train_epoch_end(self, trainer, pl_module):
@@ -202,7 +202,7 @@ def assert_shipped_is_the_network(best: Path, shipped: Path, x, expected, plain_
     Returns the shipped checkpoint's raw dict."""
     import torch
 
-    from wycifar.checkpoints import load_module, read_checkpoint, slim_checkpoint
+    from wycifar.training.checkpoints import load_module, read_checkpoint, slim_checkpoint
 
     raw = read_checkpoint(slim_checkpoint(best, shipped))
     assert raw["state_dict"].keys() == {f"net.{k}" for k in plain_keys}

@@ -7,13 +7,13 @@ import pytest
 import torch
 from conftest import TINY, compose_train, make_image_folder, run_main
 
-from wycifar.checkpoints import load_module, read_checkpoint
 from wycifar.cli import run_cli
-from wycifar.evaluation import evaluate
 from wycifar.predict import predict
 from wycifar.ship import ship
 from wycifar.train import main as train_main
-from wycifar.training import train
+from wycifar.training.checkpoints import load_module, read_checkpoint
+from wycifar.training.evaluate import evaluate
+from wycifar.training.run import train
 
 MARKER = Path("/tmp/wycifar-checkpoint-ran-code")
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from conftest import TINY, compose_train
 
-from wycifar.checkpoints import load_module, slim_checkpoint
-from wycifar.training import train
+from wycifar.training.checkpoints import load_module, slim_checkpoint
+from wycifar.training.run import train
 
 
 @pytest.mark.slow  # two compilations of the network, ~1-2 min on 2 cores

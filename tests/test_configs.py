@@ -8,9 +8,9 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from wycifar.builders import build_callbacks, build_loggers, build_module, map_gpus
 from wycifar.errors import ConfigError
 from wycifar.models.blocks import ACTIVATIONS, WyResidual
+from wycifar.training.builders import build_callbacks, build_loggers, build_module, map_gpus
 
 GROUPS = ["data", "model", "optimizer", "scheduler", "trainer", "callbacks", "logger", "experiment", "debug"]
 

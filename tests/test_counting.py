@@ -88,7 +88,7 @@ POISON = "+callbacks.poison._target_=test_counting.PoisonAt"
 def test_a_killed_seed_counts_as_failed_beside_the_seeds_that_ran(tmp_path: Path, tiny_data: Path):
     """Three seeds started together, one killed outright (SIGKILL: no chance to write anything):
     the summary says n=2 and 1 failed, and names the killed run."""
-    args = [*common(tmp_path, tiny_data), *QUICK, "~callbacks.onnx_export"]
+    args = [*common(tmp_path, tiny_data), *QUICK, "~callbacks.onnx_model"]
     processes = [start_command(f"seed={seed}", *args) for seed in range(3)]
     victim = processes[2]
     deadline = time.monotonic() + 120
@@ -111,7 +111,7 @@ def test_a_killed_seed_counts_as_failed_beside_the_seeds_that_ran(tmp_path: Path
 
 
 def test_a_diverged_run_leaves_a_record_the_summary_counts_and_a_refused_one_leaves_nothing(tmp_path, tiny_data):
-    args = [*common(tmp_path, tiny_data), *TINY, "logger=none", "~callbacks.onnx_export"]
+    args = [*common(tmp_path, tiny_data), *TINY, "logger=none", "~callbacks.onnx_model"]
     refused = run_main(train_main, "model.norm=xyz", *args)
     assert_one_line_error(refused, "model.norm='xyz' is not allowed")
     assert not (tmp_path / "train").exists()  # no folder: it never trained, nothing to count
@@ -125,7 +125,7 @@ def test_a_diverged_run_leaves_a_record_the_summary_counts_and_a_refused_one_lea
 
 
 def test_a_run_that_left_no_record_is_counted_as_unfinished(tmp_path: Path, tiny_data: Path):
-    ok = run_main(train_main, *common(tmp_path, tiny_data), *QUICK, "~callbacks.onnx_export")
+    ok = run_main(train_main, *common(tmp_path, tiny_data), *QUICK, "~callbacks.onnx_model")
     assert ok.returncode == 0, ok.stderr[-2000:]
     (run,) = runs_of(tmp_path)
     # a copy of the run as a process killed before its start was recorded leaves it
@@ -147,7 +147,7 @@ def test_sigint_ends_a_sweep_with_its_summary_and_a_job_failing_in_any_way_does_
         "+callbacks.misbehave.what=raise,sigint,none",
         *common(tmp_path, tiny_data),
         *QUICK,
-        "~callbacks.onnx_export",
+        "~callbacks.onnx_model",
         "hydra.sweeper.max_batch_size=1",
     )
     assert result.returncode == 130, result.stderr[-2000:]
@@ -162,7 +162,7 @@ def test_sigint_ends_a_sweep_with_its_summary_and_a_job_failing_in_any_way_does_
 
 
 def test_ckpt_path_last_resumes_the_unfinished_run_of_these_overrides_in_its_own_folder(tmp_path, tiny_data):
-    args = [*common(tmp_path, tiny_data), *TINY, "logger=none", "callbacks.onnx_export.log_graph=false"]
+    args = [*common(tmp_path, tiny_data), *TINY, "logger=none", "callbacks.onnx_model.log_graph=false"]
     signal_in_epoch_2 = [SIGNAL_AT, "+callbacks.signal_at.epoch=1"]
     # seed 1 runs to its end, seeds 2 and 3 are stopped by Ctrl-C in their second epoch
     assert run_main(train_main, "seed=1", *args).returncode == 0
@@ -207,7 +207,7 @@ def test_a_partial_test_says_on_how_many_images_and_spans_every_class(tmp_path, 
         *QUICK,
         "data.eval_batch_size=20",
         "++trainer.limit_test_batches=1",
-        "callbacks.onnx_export.log_graph=false",
+        "callbacks.onnx_model.log_graph=false",
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "on 20 of the 60 test images only" in result.stdout
@@ -240,7 +240,7 @@ def test_a_nan_step_stops_the_epoch_there_and_no_checkpoint_holds_nan(tmp_path, 
     exit 3, with epoch 1's last.ckpt; that checkpoint and a NaN one are treated as they should be."""
     from wycifar.eval import main as eval_main
 
-    args = [*common(tmp_path, tiny_data), *QUICK, "trainer.max_epochs=3", "~callbacks.onnx_export"]
+    args = [*common(tmp_path, tiny_data), *QUICK, "trainer.max_epochs=3", "~callbacks.onnx_model"]
     result = run_main(train_main, *args, POISON)
     last = assert_one_line_error(result, "training diverged: the training loss is nan", code=3)
     assert "at epoch 2, step 8" in last
@@ -260,7 +260,7 @@ def test_a_nan_step_stops_the_epoch_there_and_no_checkpoint_holds_nan(tmp_path, 
 def test_a_checkpoint_of_nan_weights_is_never_written(tmp_path, tiny_data):
     """SIGTERM right after the weights turned NaN, before any step's loss showed it: the resumable
     checkpoint is refused, the good one of the last epoch stays."""
-    args = [*common(tmp_path, tiny_data), *QUICK, "trainer.max_epochs=3", "~callbacks.onnx_export"]
+    args = [*common(tmp_path, tiny_data), *QUICK, "trainer.max_epochs=3", "~callbacks.onnx_model"]
 
     result = run_main(train_main, *args, POISON, "+callbacks.poison.step=8", "+callbacks.poison.signum=15")
     assert result.returncode == 3, result.stderr[-2000:]
@@ -270,10 +270,11 @@ def test_a_checkpoint_of_nan_weights_is_never_written(tmp_path, tiny_data):
 
 
 def test_export_of_a_run_replaces_its_model_and_ship_takes_the_one_model(tmp_path, tiny_data):
+    from wycifar.add_metadata import main as add_metadata_main
     from wycifar.export import main as export_main
     from wycifar.ship import main as ship_main
 
-    result = run_main(train_main, *common(tmp_path, tiny_data), *QUICK, "callbacks.onnx_export.log_graph=false")
+    result = run_main(train_main, *common(tmp_path, tiny_data), *QUICK, "callbacks.onnx_model.log_graph=false")
     assert result.returncode == 0, result.stderr[-2000:]
     (run,) = runs_of(tmp_path)
     exported = run_main(export_main, str(run))
@@ -294,13 +295,14 @@ def test_export_of_a_run_replaces_its_model_and_ship_takes_the_one_model(tmp_pat
     del model.metadata_props[:]
     onnx.save(model, str(unnamed))
     assert_one_line_error(
-        run_main(export_main, str(unnamed), "--data", str(tiny_data)), "is not named model_<params>_<accuracy>.onnx"
+        run_main(add_metadata_main, str(unnamed), "--data", str(tiny_data)),
+        "is not named model_<params>_<accuracy>.onnx",
     )
 
 
 RANK_SCRIPT = """
 import sys
-from wycifar.run_dirs import claim_dir
+from wycifar.runs.folders import claim_dir
 print(claim_dir(sys.argv[1]))
 """
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from conftest import TINY, compose_train, evaluate_checkpoint, make_image_folder
 
-from wycifar.distill import mean_of_views, soft_target_loss, softened
 from wycifar.errors import ConfigError
-from wycifar.training import train
+from wycifar.training.distill import mean_of_views, soft_target_loss, softened
+from wycifar.training.run import train
 
 
 def fit(tmp_path: Path, data: Path, *overrides: str) -> Path:

@@ -7,7 +7,7 @@ import torch
 from conftest import TINY, compose_train, evaluate_checkpoint
 
 from wycifar.callbacks.ema import warmup_ema
-from wycifar.training import train
+from wycifar.training.run import train
 
 
 def test_decay_warms_up_then_holds():

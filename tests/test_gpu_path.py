@@ -16,8 +16,8 @@ import pytest
 import torch
 from conftest import ROOT, TINY, compose_train
 
-from wycifar.builders import build_module
-from wycifar.tta import tta_probs, views
+from wycifar.training.builders import build_module
+from wycifar.training.tta import tta_probs, views
 
 
 def tiny_module(tmp_path: Path, *overrides: str):
@@ -281,7 +281,7 @@ def test_a_single_process_acts_on_its_own_ctrl_c():
 
 
 def test_a_resume_restores_every_generator_it_saved(tmp_path: Path, monkeypatch):
-    import wycifar.module as module_code
+    import wycifar.training.module as module_code
 
     # a second generator standing in for the GPU's, saved and restored through the same table
     device_generator = torch.Generator().manual_seed(1)
@@ -308,7 +308,7 @@ def test_a_resume_restores_every_generator_it_saved(tmp_path: Path, monkeypatch)
 
 
 def test_a_gpu_runs_generators_are_the_cpus_and_its_devices():
-    from wycifar.module import rng_generators
+    from wycifar.training.module import rng_generators
 
     assert set(rng_generators(torch.device("cpu"))) == {"torch"}
     assert set(rng_generators(torch.device("cuda", 1))) == {"torch", "cuda"}

@@ -43,6 +43,7 @@ def light(module: str, *args, cwd: Path = ROOT) -> subprocess.CompletedProcess:
         ("wycifar.bench", ["deploy", "--help"], 0, "usage:"),
         ("wycifar.export", ["--help"], 0, "usage: wycifar-export"),
         ("wycifar.ship", ["--help"], 0, "usage:"),
+        ("wycifar.add_metadata", ["--help"], 0, "usage: python -m wycifar.add_metadata"),
     ],
     ids=lambda value: value if isinstance(value, str) else None,
 )

@@ -18,7 +18,7 @@ from conftest import TINY, compose_train, finish, start_command
 
 from hydra_plugins.wycifar_launcher import register
 from hydra_plugins.wycifar_launcher.parallel_launcher import devices_asked
-from wycifar.records import read_record
+from wycifar.runs.records import read_record
 
 PARALLEL = ["-m", "hydra/launcher=parallel", "hydra.launcher.jobs=2", "hydra.launcher.threads_per_job=1"]
 QUICK = [
@@ -26,7 +26,7 @@ QUICK = [
     "trainer.max_epochs=1",
     "logger=none",
     "callbacks.progress_bar.refresh_rate=0",
-    "~callbacks.onnx_export",
+    "~callbacks.onnx_model",
     "~callbacks.gradcam",
 ]
 
@@ -38,7 +38,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 
-from wycifar.records import started, write_record
+from wycifar.runs.records import started, write_record
 
 
 @hydra.main(version_base="1.3", config_path=".", config_name="app")
@@ -139,7 +139,7 @@ def test_real_jobs_run_two_at_once_and_sigint_stops_the_sweep(tmp_path: Path, ti
     assert launched["exit_status"] == 0 and launched["threads"] == 1 and launched["torch_threads"] == 1
     assert launched["environment"]["OMP_NUM_THREADS"] == "1"
     # forked by its slot's server, which had imported Lightning; job 2 took job 0's slot and server
-    assert launched["start"] == "forked" and launched["preloaded"] == ["wycifar.training"]
+    assert launched["start"] == "forked" and launched["preloaded"] == ["wycifar.training.run"]
     assert json.loads((sweep / "2" / "launcher.json").read_text())["server_pid"] == launched["server_pid"]
     (start0, end0), (start1, end1) = log_times(sweep / "0" / "train.log"), log_times(sweep / "1" / "train.log")
     assert start0 < end1 and start1 < end0, "jobs 0 and 1 did not overlap"

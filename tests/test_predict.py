@@ -6,10 +6,10 @@ import torch
 from conftest import ROOT, TINY, compose_train, make_image_folder, run_main
 from PIL import Image
 
-from wycifar.checkpoints import load_module, slim_checkpoint
 from wycifar.predict import bundled_model
 from wycifar.predict import main as predict_main
-from wycifar.training import train
+from wycifar.training.checkpoints import load_module, slim_checkpoint
+from wycifar.training.run import train
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import Callback
 
 from wycifar.errors import ConfigError, DivergenceError, InterruptedRun
 from wycifar.train import main as train_main
-from wycifar.training import train
+from wycifar.training.run import train
 
 
 def cli(*args):

@@ -16,10 +16,10 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from wycifar.callbacks.gradcam import GradCAMReport, gradcam_maps
-from wycifar.checkpoints import load_module
 from wycifar.errors import ConfigError
-from wycifar.evaluation import evaluate
-from wycifar.training import train
+from wycifar.training.checkpoints import load_module
+from wycifar.training.evaluate import evaluate
+from wycifar.training.run import train
 
 EPOCHS = 3
 PNGS = ["curves.png", "gradcam.png", "misclassified.png", "confusion_matrix.png"]

@@ -9,10 +9,11 @@ import pytest
 from conftest import ROOT, TINY, assert_one_line_error, compose_train, make_image_folder, run_command, run_main
 from omegaconf import OmegaConf
 
+from wycifar.add_metadata import main as add_metadata_main
+from wycifar.deploy.runtime import Classifier
 from wycifar.export import main as export_main
 from wycifar.predict import main as predict_main
-from wycifar.runtime import Classifier
-from wycifar.training import train
+from wycifar.training.run import train
 
 
 @pytest.fixture(scope="module")
@@ -115,25 +116,28 @@ def test_bad_models_and_images_are_one_line_each(exported, tmp_path):
 
 
 def test_a_model_exported_without_metadata_gets_them(exported, tmp_path):
-    """python -m wycifar.export MODEL.onnx --data DIR: CIFAR-10's classes and normalisation, and
-    the file's own accuracy, which must agree with the one in its name."""
+    """python -m wycifar.add_metadata MODEL.onnx --data DIR: CIFAR-10's classes and normalisation,
+    and the file's own accuracy, which must agree with the one in its name; the exporter takes no
+    ONNX file."""
     data = exported["images"][0].parents[2]
     bare = onnx.load(str(exported["onnx"]))
     del bare.metadata_props[:]
     old = tmp_path / "old" / exported["onnx"].name
     old.parent.mkdir()
     onnx.save(bare, str(old))
-    result = run_main(export_main, old, "--data", data, "--out", tmp_path)
+    assert_one_line_error(run_main(export_main, old, "--data", data), "python -m wycifar.add_metadata")
+    result = run_main(add_metadata_main, old, "--data", data, "--out", tmp_path)
     assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(tmp_path / old.name)
     model = Classifier(tmp_path / old.name)
     assert model.accuracy == pytest.approx(Classifier(exported["onnx"]).accuracy, abs=1e-4)
     assert model.classes == Classifier(exported["onnx"]).classes
     assert_one_line_error(
-        run_main(export_main, tmp_path / old.name, "--data", data), "already carries wycifar metadata"
+        run_main(add_metadata_main, tmp_path / old.name, "--data", data), "already carries wycifar metadata"
     )
     misnamed = old.with_name("model_8005_0.0100.onnx")
     old.rename(misnamed)
-    last = assert_one_line_error(run_main(export_main, misnamed, "--data", data), "not the 1.00% in its name")
+    last = assert_one_line_error(run_main(add_metadata_main, misnamed, "--data", data), "not the 1.00% in its name")
     assert "export its checkpoint instead" in last and not (tmp_path / misnamed.name).exists()
 
 
@@ -167,8 +171,8 @@ def test_export_names_the_file_by_its_own_accuracy_in_onnxruntime(exported, tmp_
 def test_the_shipped_model_exported_predicts_as_pytorch_on_real_images(tmp_path, real_data):
     import torch
 
-    from wycifar.checkpoints import load_module
     from wycifar.data.normalize import normalize_uint8
+    from wycifar.training.checkpoints import load_module
 
     ckpt = next((ROOT / "results" / "default").glob("model_*.ckpt"))
     result = run_main(export_main, ckpt, "--data", real_data, "--out", tmp_path)

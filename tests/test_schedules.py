@@ -11,8 +11,8 @@ from conftest import TINY, compose_train
 from hydra.utils import instantiate
 
 from wycifar.errors import ConfigError
-from wycifar.schedules import one_cycle, piecewise_linear
-from wycifar.training import train
+from wycifar.training.run import train
+from wycifar.training.schedules import one_cycle, piecewise_linear
 
 REFERENCE_POINTS = [[0, 0.2], [4, 1.0], [18, 0.1], [24, 0.0]]
 REFERENCE_MOMENTA = [[0, 0.95], [4, 0.85], [18, 0.95], [24, 0.95]]

@@ -11,10 +11,10 @@ import pytest
 import torch
 from conftest import REAL_CIFAR, ROOT, compose_train
 
-from wycifar.checkpoints import load_module
+from wycifar.deploy.runtime import Classifier
 from wycifar.models.onnx import check_onnx
-from wycifar.run_dirs import MODEL_NAME, parse_model_name
-from wycifar.runtime import Classifier
+from wycifar.runs.folders import MODEL_NAME, parse_model_name
+from wycifar.training.checkpoints import load_module
 
 RESULTS = ROOT / "results"
 
@@ -100,7 +100,7 @@ def test_each_seed_model_scores_its_accuracy_on_the_real_test_images(onnx_path: 
 
 @pytest.mark.parametrize("onnx_path", sorted(RESULTS.rglob("*.onnx")), ids=lambda p: str(p.relative_to(RESULTS)))
 def test_every_shipped_onnx_model_carries_its_metadata(onnx_path: Path):
-    """Each works with wycifar-predict --onnx and wycifar.runtime alone."""
+    """Each works with wycifar-predict --onnx and wycifar.deploy.runtime alone."""
     model = Classifier(onnx_path)
     assert model.classes == sorted(model.classes) and len(model.classes) == 10 and model.image_size == 32
     assert model.accuracy == pytest.approx(parse_model_name(onnx_path.name)[1], abs=0.0015)

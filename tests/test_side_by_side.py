@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from conftest import assert_one_line_error, compose_train, finish, run_command, start_command
 
-from wycifar.hydra_callbacks import CheckOutputDir
-from wycifar.run_dirs import claim_dir
+from wycifar.runs.folders import claim_dir
+from wycifar.runs.hydra_callbacks import CheckOutputDir
 
 QUICK = [
     "trainer.accelerator=cpu",

@@ -11,7 +11,7 @@ from wycifar.errors import ConfigError
 from wycifar.models import WyCifarNet
 from wycifar.models.blocks import WyConv2d
 from wycifar.models.summary import summarize
-from wycifar.training import train
+from wycifar.training.run import train
 
 
 @pytest.mark.parametrize("size", [32, 15])

@@ -10,13 +10,13 @@ from conftest import TINY, compose_train, make_image_folder, run_main
 from wycifar.ship import main as ship_main
 from wycifar.summary import main as summary_main
 from wycifar.train import main as train_main
-from wycifar.training import train
+from wycifar.training.run import train
 
 QUICK = [
     *TINY,
     "trainer.max_epochs=1",
     "callbacks.progress_bar.refresh_rate=0",
-    "~callbacks.onnx_export",
+    "~callbacks.onnx_model",
     "~callbacks.gradcam",
 ]
 
@@ -137,7 +137,7 @@ def test_ship_copies_a_run_into_results(tmp_path: Path, tiny_data: Path, capsys)
         f"data.root={tiny_data}",
         f"hydra.run.dir={tmp_path}/run",
         f"paths.cache_dir={tmp_path}/cache",
-        *[o for o in QUICK if o not in ("~callbacks.onnx_export", "~callbacks.gradcam")],
+        *[o for o in QUICK if o not in ("~callbacks.onnx_model", "~callbacks.gradcam")],
     )
     assert result.returncode == 0, result.stderr[-2000:]
     # `python -m wycifar.ship` is `ship_main` with the command line's arguments

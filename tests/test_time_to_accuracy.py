@@ -15,7 +15,7 @@ TINY_CLI = [
     "model.base_width=8",
     "callbacks=[model_checkpoint,reports]",
     "~callbacks.gradcam",
-    "~callbacks.onnx_export",
+    "~callbacks.onnx_model",
     "logger=none",
 ]
 

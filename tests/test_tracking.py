@@ -39,7 +39,7 @@ def only_run(log_dir: Path, task: str = "train") -> Path:
 
 
 def test_csv_logger_has_every_epoch_the_lr_the_test_metrics_and_the_config(tmp_path: Path, tiny_data: Path):
-    train_into(tmp_path, tiny_data, "logger=csv", "~callbacks.onnx_export", "~callbacks.gradcam")
+    train_into(tmp_path, tiny_data, "logger=csv", "~callbacks.onnx_model", "~callbacks.gradcam")
     run = only_run(tmp_path)
     rows = list(csv.DictReader((run / "csv" / "metrics.csv").open()))
     epochs = [r for r in rows if r.get("val/acc")]
@@ -220,7 +220,7 @@ def test_a_sweep_summary_puts_seeds_in_one_row_and_each_job_is_an_mlflow_run(tmp
         "model.norm=gn,bn",
         "seed=0,1",
         "trainer.max_epochs=1",
-        "~callbacks.onnx_export",
+        "~callbacks.onnx_model",
         "~callbacks.gradcam",
     ]
     train_into(tmp_path, tiny_data, "-m", "logger=mlflow", *overrides)
@@ -253,7 +253,7 @@ def test_a_sweep_summary_puts_seeds_in_one_row_and_each_job_is_an_mlflow_run(tmp
 
 
 def test_summary_of_runs_made_separately(tmp_path: Path, tiny_data: Path):
-    quick = ["~callbacks.onnx_export", "~callbacks.gradcam", "logger=none", "trainer.max_epochs=1"]
+    quick = ["~callbacks.onnx_model", "~callbacks.gradcam", "logger=none", "trainer.max_epochs=1"]
     train_into(tmp_path, tiny_data, "seed=0", *quick)
     train_into(tmp_path, tiny_data, "seed=1", "threads=1", *quick)  # how fast, not what: same group
     train_into(tmp_path, tiny_data, "seed=0", "model.norm=gn", *quick)

@@ -6,10 +6,10 @@ import pytest
 import torch
 from conftest import TINY, assert_resume_matches_straight, compose_train, link_real_subset, run_main
 
-from wycifar.builders import map_gpus
 from wycifar.errors import ConfigError
 from wycifar.train import main as train_main
-from wycifar.training import train
+from wycifar.training.builders import map_gpus
+from wycifar.training.run import train
 
 
 def test_tiny_fit_loss_falls_and_writes_run_folder(tmp_path: Path, tiny_data: Path):
@@ -75,7 +75,7 @@ def test_loss_falls_step_by_step(tmp_path: Path, tiny_data: Path):
     )
     from hydra.utils import instantiate
 
-    from wycifar.builders import build_module, build_trainer
+    from wycifar.training.builders import build_module, build_trainer
 
     record = Record()
     trainer = build_trainer(cfg.trainer, [record], [])

@@ -7,8 +7,8 @@ import torch
 from conftest import TINY, compose_train, evaluate_checkpoint, make_image_folder
 
 from wycifar.errors import ConfigError
-from wycifar.training import train
-from wycifar.tta import translate, tta_probs, views
+from wycifar.training.run import train
+from wycifar.training.tta import translate, tta_probs, views
 
 
 def test_translate_moves_the_image_and_mirrors_into_the_uncovered_border():

@@ -4,7 +4,7 @@ import torch
 from conftest import compose_train
 from hydra.utils import instantiate
 
-from wycifar.builders import build_module
+from wycifar.training.builders import build_module
 
 
 def is_depthwise(module: torch.nn.Module) -> bool:

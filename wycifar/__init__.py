@@ -1,6 +1,6 @@
 """wycifar: a small, fast CIFAR-10 classifier of dilated and depthwise-separable convolutions.
 
-Importing the package imports nothing heavy: `wycifar.runtime` runs a model with numpy, Pillow
+Importing the package imports nothing heavy: `wycifar.deploy.runtime` runs a model with numpy, Pillow
 and onnxruntime alone.
 """
 

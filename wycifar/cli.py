@@ -62,7 +62,7 @@ def check_overrides(config_name: str, args: list[str]) -> None:
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
-    import wycifar.resolvers  # noqa: F401 - the resolvers conf/ names
+    import wycifar.runs.resolvers  # noqa: F401 - the resolvers conf/ names
     from wycifar.settings import check_settings
 
     variants = override_variants([arg for arg in args if not arg.startswith("-")])

@@ -1,6 +1,6 @@
 """python -m wycifar.eval ckpt_path=<file.ckpt>: test a saved model and write every report.
 
-A thin command over wycifar.evaluation, which torch and Lightning come with.
+A thin command over wycifar.training.evaluate, which torch and Lightning come with.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from wycifar.cli import CONFIGS, run_cli, run_command
 
 @hydra.main(version_base="1.3", config_path=CONFIGS, config_name="eval")
 def hydra_main(cfg: DictConfig) -> None:
-    from wycifar.evaluation import evaluate
+    from wycifar.training.evaluate import evaluate
 
     run_cli(lambda: evaluate(cfg))
 

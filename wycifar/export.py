@@ -1,10 +1,9 @@
 """python -m wycifar.export RUN_OR_CHECKPOINT [--data DIR] [--out DIR]: a saved model as an ONNX file.
 
 Writes model_<params>_<acc>.onnx, `acc` being that file's own accuracy on the test split as
-onnxruntime computes it, with the metadata wycifar.runtime needs (classes, input size,
+onnxruntime computes it, with the metadata wycifar.deploy.runtime needs (classes, input size,
 normalisation, accuracy). A run folder gives its tested checkpoint and its data folder; a
-checkpoint needs --data. An .onnx file that wycifar exported without metadata gets them (in place,
-or into --out), with CIFAR-10's classes and normalisation and its own measured accuracy.
+checkpoint needs --data. (An ONNX file without that metadata gets it from python -m wycifar.add_metadata.)
 """
 
 from __future__ import annotations
@@ -21,18 +20,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "target",
         type=Path,
-        help="a run folder (outputs/train/<run>), a .ckpt file, or an .onnx file to add metadata to",
+        help="a run folder (outputs/train/<run>) or a .ckpt file",
     )
     parser.add_argument("--data", default=None, help="the CIFAR-10 folder (default: the run's data.root)")
     parser.add_argument("--out", type=Path, default=None, help="where to write (default: the run folder)")
     args = parser.parse_args(argv)
-    from wycifar.saved_models import add_metadata, export
+    from wycifar.deploy.saved import export
 
-    if args.target.suffix == ".onnx":
-        path = run_cli(lambda: add_metadata(args.target, args.data, args.out))
-    else:
-        path = run_cli(lambda: export(args.target, args.data, args.out))
-    print(path, flush=True)
+    print(run_cli(lambda: export(args.target, args.data, args.out)), flush=True)
     sys.exit(0)
 
 

@@ -1,6 +1,6 @@
 """Reading one image file as the network's input size: the same for training data and prediction.
 
-numpy and Pillow only, so that `wycifar.runtime` can use it without torch."""
+numpy and Pillow only, so that `wycifar.deploy.runtime` can use it without torch."""
 
 from __future__ import annotations
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from wycifar.cli import run_cli
+from wycifar.deploy.runtime import Classifier, ranked_line
 from wycifar.errors import ConfigError
 from wycifar.images import decode_image
-from wycifar.run_dirs import parse_model_name
-from wycifar.runtime import Classifier, ranked_line
+from wycifar.runs.folders import parse_model_name
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -39,8 +39,8 @@ def torch_model(ckpt: str | None):
     """(probabilities of a uint8 [1, H, W, 3] image, classes, input size) of a checkpoint's network."""
     import torch
 
-    from wycifar.checkpoints import input_normalisation, module_from, read_checkpoint
     from wycifar.data.normalize import normalize_uint8
+    from wycifar.training.checkpoints import input_normalisation, module_from, read_checkpoint
 
     ckpt_path = Path(ckpt) if ckpt else bundled_model()
     checkpoint = read_checkpoint(ckpt_path)

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from wycifar.cli import run_cli
 from wycifar.errors import ConfigError
-from wycifar.run_dirs import model_name, parse_model_name, run_model, tested_checkpoint
+from wycifar.runs.folders import model_name, parse_model_name, run_model, tested_checkpoint
 
 
 def run_config(run_dir: Path) -> DictConfig:
@@ -32,7 +32,7 @@ def run_config(run_dir: Path) -> DictConfig:
 
 def ship(run_dir: Path, dest: Path, model: bool = False) -> list[Path]:
     from wycifar.callbacks.report import configured_outputs  # Lightning's, only where a run is shipped
-    from wycifar.checkpoints import slim_checkpoint
+    from wycifar.training.checkpoints import slim_checkpoint
 
     config = run_config(run_dir)
     reports = configured_outputs(config.get("callbacks"))

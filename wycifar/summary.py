@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 from wycifar.cli import run_cli
-from wycifar.records import WHERE_NOT_WHAT
-from wycifar.run_summary import RunSummary, check_metric, find_records
+from wycifar.runs.records import WHERE_NOT_WHAT
+from wycifar.runs.summary import RunSummary, check_metric, find_records
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,6 +1,6 @@
 """python -m wycifar.train [overrides]: train (and test) a WyCifar network from the Hydra config.
 
-A thin command over wycifar.training: torch and Lightning are imported only once the config has
+A thin command over wycifar.training.run: torch and Lightning are imported only once the config has
 composed and passed its checks, so --help and a refused value answer at once.
 """
 
@@ -18,7 +18,7 @@ from wycifar.cli import CONFIGS, fail, run_cli, run_command
 
 @hydra.main(version_base="1.3", config_path=CONFIGS, config_name="train")
 def hydra_main(cfg: DictConfig) -> float | None:
-    from wycifar.training import train_and_record
+    from wycifar.training.run import train_and_record
 
     if HydraConfig.get().mode != RunMode.MULTIRUN:
         metrics, _ = run_cli(lambda: train_and_record(cfg))
@@ -31,8 +31,8 @@ def sweep_job(cfg: DictConfig) -> float | None:
     import logging
 
     from wycifar.errors import InterruptedRun, WycifarError
-    from wycifar.hydra_callbacks import write_sweep_summary
-    from wycifar.training import train_and_record
+    from wycifar.runs.hydra_callbacks import write_sweep_summary
+    from wycifar.training.run import train_and_record
 
     log = logging.getLogger("wycifar.train")
     try:

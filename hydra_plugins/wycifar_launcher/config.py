@@ -38,7 +38,7 @@ class ParallelLauncherConf:
     poll_s: float = 0.5
     # modules each slot's job server imports once, then forks the slot's jobs (a fresh process each,
     # without paying the imports again); []: each job a plain new Python process
-    preload: List[str] = field(default_factory=lambda: ["wycifar.training"])  # noqa: UP006
+    preload: List[str] = field(default_factory=lambda: ["wycifar.training.run"])  # noqa: UP006
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="parallel", node=ParallelLauncherConf, provider="wycifar")

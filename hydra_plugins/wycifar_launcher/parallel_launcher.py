@@ -7,7 +7,7 @@ CUDA_VISIBLE_DEVICES (its slot's GPU, round-robin over the GPUs, `jobs_per_gpu` 
 it prints (the progress bar, the epoch table) goes to `console.log` in its folder. A queued job
 starts as soon as a slot frees.
 
-With `hydra.launcher.preload` (default `[wycifar.training]`: Lightning and torch, seconds of CPU
+With `hydra.launcher.preload` (default `[wycifar.training.run]`: Lightning and torch, seconds of CPU
 each time), each slot has a job server (`_server.py`): a process started with the slot's
 environment that imports those modules once, then forks each of the slot's jobs, so a job is
 still a fresh process of its own (its own pid, session and environment) without paying the
@@ -172,7 +172,7 @@ class ParallelLauncher(Launcher):
         memory_per_job_gb: float = 2.0,
         view: str = "auto",
         poll_s: float = 0.5,
-        preload: Sequence[str] = ("wycifar.training",),
+        preload: Sequence[str] = ("wycifar.training.run",),
     ) -> None:
         super().__init__()
         self.jobs = int(jobs)
@@ -539,7 +539,7 @@ class ParallelLauncher(Launcher):
     def _write_summary(self, sweep_dir: Path) -> str | None:
         """summary.md, summary.csv and jobs.csv at the sweep's root, from every job's record."""
         try:
-            from wycifar.hydra_callbacks import write_sweep_summary
+            from wycifar.runs.hydra_callbacks import write_sweep_summary
 
             return write_sweep_summary(sweep_dir, self.config)
         except Exception as error:  # a summary that cannot be written must not end the sweep

@@ -68,7 +68,7 @@ def run(target: Path, data: str | None, images: int) -> list[dict]:
     import torch
 
     from wycifar.data.normalize import normalize_uint8
-    from wycifar.saved_models import accuracy, load_saved
+    from wycifar.deploy.saved import accuracy, load_saved
 
     saved = load_saved(target, data)
     net = saved.net
@@ -82,7 +82,7 @@ def run(target: Path, data: str | None, images: int) -> list[dict]:
     rows, accuracies = [], {}
     with tempfile.TemporaryDirectory() as scratch:
         onnx_path = Path(scratch) / "model.onnx"
-        saved.export(onnx_path)
+        saved.write_onnx(onnx_path)
         for threads in sorted({1, os.cpu_count() or 1}):
             torch.set_num_threads(threads)
             options = ort.SessionOptions()

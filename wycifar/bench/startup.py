@@ -27,6 +27,7 @@ PATHS = {
     "bench --help": ["-m", "wycifar.bench", "--help"],
     "export --help": ["-m", "wycifar.export", "--help"],
     "ship --help": ["-m", "wycifar.ship", "--help"],
+    "add_metadata --help": ["-m", "wycifar.add_metadata", "--help"],
     "summary of one run": ["-m", "wycifar.summary", "runs"],
 }
 BASELINE = ["-c", "import lightning"]

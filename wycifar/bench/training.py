@@ -13,12 +13,12 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from wycifar.bench.timers import EpochTimer, StepTimer, autocast, endless, peak_memory_mb, sync
-from wycifar.builders import build_callbacks, build_loggers, build_module, build_trainer, instantiate_checked
 from wycifar.callbacks.gradcam import GradCAMReport
 from wycifar.data.cifar10 import CIFAR10DataModule
 from wycifar.data.synthetic import SyntheticCIFAR
 from wycifar.errors import ConfigError
 from wycifar.process import configure_process
+from wycifar.training.builders import build_callbacks, build_loggers, build_module, build_trainer, instantiate_checked
 
 
 def bench_data(loader, batches: int, warmup: int, device: torch.device) -> float:

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from wycifar.data.normalize import CIFAR10_MEAN, CIFAR10_STD, denormalize  # noqa: E402
 from wycifar.files import atomic_path  # noqa: E402
-from wycifar.loggers import log_figure  # noqa: E402
+from wycifar.runs.loggers import log_figure  # noqa: E402
 
 
 def run_dir(trainer: L.Trainer) -> Path:
@@ -39,7 +39,7 @@ def should_draw(trainer: L.Trainer) -> bool:
 
 
 def save_figure(fig: plt.Figure, path: Path, trainer: L.Trainer, tag: str, step: int | None = None) -> None:
-    """The figure into the run folder and to each configured logger (wycifar.loggers.log_figure)."""
+    """The figure into the run folder and to each configured logger (wycifar.runs.loggers.log_figure)."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight")
     log_figure(trainer.loggers, fig, path, tag, trainer.global_step if step is None else step)

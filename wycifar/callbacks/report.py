@@ -13,8 +13,8 @@ from omegaconf import DictConfig
 
 from wycifar.callbacks.common import run_dir
 from wycifar.files import atomic_write_text
-from wycifar.records import partial_test
-from wycifar.run_dirs import run_model
+from wycifar.runs.folders import run_model
+from wycifar.runs.records import partial_test
 
 log = logging.getLogger("wycifar.report")
 

@@ -29,11 +29,11 @@ def tracing_quietly():
         yield
 
 
-def export_onnx(
+def write_onnx(
     net: torch.nn.Module, path: Path, image_size: int, in_channels: int = 3, metadata: dict[str, str] | None = None
 ) -> None:
     """Export in eval mode (as Lightning's to_onnx does not) with a dynamic batch axis, and
-    `metadata` (wycifar.runtime.model_metadata) in the model's metadata_props."""
+    `metadata` (wycifar.onnx_metadata.model_metadata) in the model's metadata_props."""
     with eval_mode(net):
         example = torch.zeros(1, in_channels, image_size, image_size, device=next(net.parameters()).device)
         with atomic_path(path) as tmp, torch.inference_mode(False), torch.no_grad(), tracing_quietly():

@@ -4,7 +4,7 @@ Every ONNX model wycifar exports carries what it takes to use it in its metadata
 the input size, the normalisation's mean and std, and its test accuracy. The input is what the
 network was trained on: NCHW float32, each channel standardised with that mean and std.
 
-    from wycifar.runtime import Classifier
+    from wycifar.deploy.runtime import Classifier
     model = Classifier("model_95653_0.9085.onnx")
     probabilities = model.probabilities(images)   # uint8 [N, H, W, 3] -> float [N, classes]
 """
@@ -18,19 +18,7 @@ import numpy as np
 
 from wycifar.errors import ConfigError, first_line
 from wycifar.images import decode_image
-
-PREFIX = "wycifar."
-REQUIRED = ("classes", "image_size", "mean", "std")
-
-
-def model_metadata(
-    classes: list[str], image_size: int, mean: tuple[float, ...], std: tuple[float, ...], accuracy: float | None
-) -> dict[str, str]:
-    """The ONNX metadata_props a model carries (string values, JSON where not a plain number)."""
-    values = {"classes": classes, "image_size": image_size, "mean": list(mean), "std": list(std)}
-    if accuracy is not None:
-        values["accuracy"] = round(float(accuracy), 4)
-    return {PREFIX + key: json.dumps(value) for key, value in values.items()}
+from wycifar.onnx_metadata import PREFIX, REQUIRED
 
 
 class Classifier:

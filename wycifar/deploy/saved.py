@@ -1,7 +1,8 @@
 """Saved models as files: a run folder's or checkpoint's network with its classes, normalisation
-and test split (`load_saved`), exported to ONNX with the metadata wycifar.runtime needs and named by
+and test split (`load_saved`), exported to ONNX with the metadata wycifar.deploy.runtime needs and named by
 its own onnxruntime accuracy (`export`), or metadata added to an ONNX file that has none
-(`add_metadata`). `python -m wycifar.export` is the command; the deployment benchmark uses these too.
+(`add_metadata`). `python -m wycifar.export` and `python -m wycifar.add_metadata` are the commands;
+the deployment benchmark uses these too.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from typing import Any
 import numpy as np
 import onnx
 
+from wycifar.deploy.runtime import Classifier
 from wycifar.errors import ConfigError, first_line
 from wycifar.files import atomic_path
-from wycifar.run_dirs import keep_only_model, model_name, parse_model_name, run_data_root, tested_checkpoint
-from wycifar.runtime import PREFIX, Classifier, model_metadata
+from wycifar.onnx_metadata import PREFIX, model_metadata
+from wycifar.runs.folders import keep_only_model, model_name, parse_model_name, run_data_root, tested_checkpoint
 
 # a file's accuracy in onnxruntime against the one in its name (measured in training, in bf16 or
 # fp32): within half a point, or the file was not trained with the normalisation assumed
@@ -67,14 +69,19 @@ class SavedModel:
     def metadata(self, measured: float | None) -> dict[str, str]:
         return model_metadata(self.classes, self.net.image_size, self.mean, self.std, measured)
 
-    def export(self, path: Path, measured: float | None = None) -> None:
-        from wycifar.models.onnx import export_onnx
+    def write_onnx(self, path: Path, measured: float | None = None) -> None:
+        from wycifar.models.onnx import write_onnx
 
-        export_onnx(self.net, path, self.net.image_size, self.net.in_channels, self.metadata(measured))
+        write_onnx(self.net, path, self.net.image_size, self.net.in_channels, self.metadata(measured))
 
 
 def source_of(target: Path, data: str | None) -> tuple[Path, str]:
     """(checkpoint, data folder) of a run folder or a checkpoint file."""
+    if target.suffix == ".onnx":
+        raise ConfigError(
+            f"{target} is an ONNX model already: export takes a run folder or a checkpoint "
+            f"(python -m wycifar.add_metadata {target} --data DIR adds wycifar's metadata to an ONNX model)"
+        )
     if target.is_dir():
         checkpoint = tested_checkpoint(target)
         if checkpoint is None:
@@ -90,9 +97,9 @@ def source_of(target: Path, data: str | None) -> tuple[Path, str]:
 
 def load_saved(target: Path, data: str | None) -> SavedModel:
     """The network of a run folder or checkpoint in fp32 evaluation mode, with its test split."""
-    from wycifar.checkpoints import input_normalisation, load_module, read_checkpoint
     from wycifar.data.sources import load_split
-    from wycifar.resolvers import user_cache_dir
+    from wycifar.runs.resolvers import user_cache_dir
+    from wycifar.training.checkpoints import input_normalisation, load_module, read_checkpoint
 
     checkpoint_path, data = source_of(target, data)
     checkpoint = read_checkpoint(checkpoint_path)
@@ -109,7 +116,7 @@ def export(target: Path, data: str | None, out: Path | None) -> Path:
         out = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
     with tempfile.TemporaryDirectory() as scratch:
         draft = Path(scratch) / "model.onnx"
-        saved.export(draft)
+        saved.write_onnx(draft)
         model = onnx.load(str(draft))
     measured = onnx_accuracy(model, saved.test)
     path = save_with_metadata(model, saved.metadata(measured), Path(out) / model_name(saved.params, measured, "onnx"))
@@ -128,7 +135,7 @@ def add_metadata(model_path: Path, data: str | None, out: Path | None) -> Path:
     CIFAR-10's normalisation: export its checkpoint instead)."""
     from wycifar.data.normalize import CIFAR10_MEAN, CIFAR10_STD
     from wycifar.data.sources import load_split
-    from wycifar.resolvers import user_cache_dir
+    from wycifar.runs.resolvers import user_cache_dir
 
     if not data:
         raise ConfigError(f"--data is needed for {model_path}: the folder holding CIFAR-10's test/")

@@ -15,22 +15,22 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from wycifar.builders import (
+from wycifar.callbacks.graceful_stop import GracefulStop
+from wycifar.callbacks.graceful_stop import message as stop_message
+from wycifar.errors import ConfigError, DivergenceError, InterruptedRun, WycifarError, first_line
+from wycifar.process import configure_process
+from wycifar.runs.folders import find_resume, is_secondary_rank
+from wycifar.runs.loggers import close as close_loggers
+from wycifar.runs.loggers import log_config
+from wycifar.runs.records import OK, partial_test, started, write_record
+from wycifar.training.builders import (
     build_callbacks,
     build_loggers,
     build_module,
     build_trainer,
     instantiate_checked,
 )
-from wycifar.callbacks.graceful_stop import GracefulStop
-from wycifar.callbacks.graceful_stop import message as stop_message
-from wycifar.checkpoints import check_resumable
-from wycifar.errors import ConfigError, DivergenceError, InterruptedRun, WycifarError, first_line
-from wycifar.loggers import close as close_loggers
-from wycifar.loggers import log_config
-from wycifar.process import configure_process
-from wycifar.records import OK, partial_test, started, write_record
-from wycifar.run_dirs import find_resume, is_secondary_rank
+from wycifar.training.checkpoints import check_resumable
 
 log = logging.getLogger("wycifar.train")
 

@@ -12,12 +12,12 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelChec
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
-import wycifar.resolvers  # noqa: F401 - conf/'s resolvers, before any config is composed
-from wycifar.checkpoints import load_teacher
+import wycifar.runs.resolvers  # noqa: F401 - conf/'s resolvers, before any config is composed
 from wycifar.errors import ConfigError, WycifarError, check_whole_number
-from wycifar.module import WyCifarModule
 from wycifar.precision import accelerator_of
 from wycifar.settings import check_optimizer
+from wycifar.training.checkpoints import load_teacher
+from wycifar.training.module import WyCifarModule
 
 log = logging.getLogger(__name__)
 

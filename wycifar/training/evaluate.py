@@ -11,16 +11,16 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from wycifar.builders import build_callbacks, build_loggers, build_trainer, instantiate_checked
-from wycifar.checkpoints import load_module
 from wycifar.errors import ConfigError, check_choice
-from wycifar.loggers import close as close_loggers
-from wycifar.loggers import log_config
 from wycifar.process import configure_process
-from wycifar.records import override_key
-from wycifar.run_dirs import newest_checkpoint, run_data_root, run_of
+from wycifar.runs.folders import newest_checkpoint, run_data_root, run_of
+from wycifar.runs.loggers import close as close_loggers
+from wycifar.runs.loggers import log_config
+from wycifar.runs.records import override_key
 from wycifar.settings import TTA_MODES
-from wycifar.training import accuracy_line, test_metrics
+from wycifar.training.builders import build_callbacks, build_loggers, build_trainer, instantiate_checked
+from wycifar.training.checkpoints import load_module
+from wycifar.training.run import accuracy_line, test_metrics
 
 log = logging.getLogger("wycifar.eval")
 

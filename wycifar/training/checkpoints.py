@@ -12,7 +12,7 @@ import torch
 
 from wycifar.errors import ConfigError, WycifarError, first_line
 from wycifar.files import atomic_path
-from wycifar.module import WyCifarModule
+from wycifar.training.module import WyCifarModule
 
 SLIM_KEYS = ("state_dict", "hyper_parameters", "pytorch-lightning_version", "epoch", "global_step", "wycifar")
 

@@ -13,12 +13,12 @@ from lightning.pytorch.callbacks import Callback
 
 from wycifar.callbacks.common import class_names, normalisation, run_dir, tensorboard
 from wycifar.data.normalize import normalize_uint8
-from wycifar.loggers import log_files
 from wycifar.models.drawing import draw_model
 from wycifar.models.modes import eval_mode
-from wycifar.models.onnx import check_onnx, export_onnx, tracing_quietly
-from wycifar.run_dirs import keep_only_model, model_name
-from wycifar.runtime import model_metadata
+from wycifar.models.onnx import check_onnx, tracing_quietly, write_onnx
+from wycifar.onnx_metadata import model_metadata
+from wycifar.runs.folders import keep_only_model, model_name
+from wycifar.runs.loggers import log_files
 
 log = logging.getLogger("wycifar.onnx")
 
@@ -33,7 +33,7 @@ def whole_split_accuracy(trainer: L.Trainer) -> float | None:
     return float(acc)
 
 
-class OnnxExport(Callback):
+class OnnxModel(Callback):
     """After testing (the tested weights, in train()), writes model_<params>_<test acc>.onnx and .onnx.svg."""
 
     def __init__(self, check_images: int = 16, log_graph: bool = True) -> None:
@@ -56,18 +56,18 @@ class OnnxExport(Callback):
         params = sum(p.numel() for p in net.parameters())
         accuracy = whole_split_accuracy(trainer)
         folder = run_dir(trainer)
-        self.onnx_path = self.export(trainer, net, folder / model_name(params, accuracy, "onnx"), accuracy)
+        self.onnx_path = self.write(trainer, net, folder / model_name(params, accuracy, "onnx"), accuracy)
         keep_only_model(folder, self.onnx_path)
         self.svg_path = draw_model(net, self.onnx_path, params, accuracy)
         log_files(trainer.loggers, [self.onnx_path, self.svg_path], "model")
         if self.log_graph:
             self.log_tensorboard_graph(trainer, net, pl_module.device)
 
-    def export(self, trainer: L.Trainer, net: torch.nn.Module, path: Path, accuracy: float | None) -> Path:
+    def write(self, trainer: L.Trainer, net: torch.nn.Module, path: Path, accuracy: float | None) -> Path:
         classes = class_names(trainer, net.num_classes)
         mean, std = normalisation(trainer)
         metadata = model_metadata(classes, net.image_size, mean, std, accuracy)
-        export_onnx(net, path, net.image_size, net.in_channels, metadata)
+        write_onnx(net, path, net.image_size, net.in_channels, metadata)
         self.max_error = check_onnx(net, path, self.check_batch(trainer, net))
         log.info("exported %s (onnxruntime matches PyTorch: max |diff| %.1e)", path.name, self.max_error)
         return path

@@ -23,7 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from wycifar.errors import ConfigError
 from wycifar.files import file_lock
-from wycifar.run_dirs import is_secondary_rank
+from wycifar.runs.folders import is_secondary_rank
 
 log = logging.getLogger("wycifar.loggers")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from wycifar.errors import ConfigError
 from wycifar.files import atomic_write_text
-from wycifar.records import OK, RUNNING, is_training_run, read_record, recipe, status_of, unrecorded_run
+from wycifar.runs.records import OK, RUNNING, is_training_run, read_record, recipe, status_of, unrecorded_run
 
 # A model file: model_<parameters>_<test accuracy, 4 decimals>.<suffix> (.onnx, .ckpt)
 MODEL_NAME = re.compile(r"model_(?P<params>\d+)_(?P<acc>\d\.\d+)\.(?P<suffix>\w+)$")

@@ -12,8 +12,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from wycifar.errors import ConfigError
-from wycifar.run_dirs import SWEEP_MARKERS, config_resume, holds_results, is_secondary_rank
-from wycifar.run_summary import RunSummary, find_records
+from wycifar.runs.folders import SWEEP_MARKERS, config_resume, holds_results, is_secondary_rank
+from wycifar.runs.summary import RunSummary, find_records
 
 
 def _stop(message: str) -> None:

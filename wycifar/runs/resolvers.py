@@ -8,7 +8,7 @@ from pathlib import Path
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from wycifar.run_dirs import claim_dir, config_resume
+from wycifar.runs.folders import claim_dir, config_resume
 
 
 def user_cache_dir() -> str:

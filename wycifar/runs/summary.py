@@ -15,7 +15,7 @@ from typing import Any
 
 from wycifar.errors import ConfigError
 from wycifar.files import atomic_write_text
-from wycifar.records import (
+from wycifar.runs.records import (
     OK,
     RECORD,
     RUNNING,

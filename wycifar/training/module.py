@@ -12,11 +12,11 @@ from hydra.utils import instantiate
 from torchmetrics import MaxMetric, MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from wycifar.distill import mean_of_views, soft_target_loss, softened
 from wycifar.errors import ConfigError
 from wycifar.models import WyCifarNet
 from wycifar.settings import check_module
-from wycifar.tta import tta_probs
+from wycifar.training.distill import mean_of_views, soft_target_loss, softened
+from wycifar.training.tta import tta_probs
 
 
 def rng_generators(device: torch.device) -> dict[str, tuple[Callable, Callable]]:

@@ -10,6 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+import yaml
 from conftest import TINY, compose_train, evaluate_checkpoint, make_image_folder
 from omegaconf import OmegaConf
 from PIL import Image
@@ -42,7 +43,7 @@ def run(tmp_path_factory):
         ],
     )
     metrics, objects = train(cfg)
-    return {"dir": tmp / "run", "metrics": metrics, "data": data, "tmp": tmp, **objects}
+    return {"dir": tmp / "run", "metrics": metrics, "data": data, "tmp": tmp, "cfg": cfg, **objects}
 
 
 def events(run_dir: Path) -> EventAccumulator:
@@ -120,7 +121,14 @@ def test_tensorboard_holds_scalars_images_and_real_hparams(run):
     assert acc.Scalars("hp/test_acc")[-1].value == pytest.approx(run["metrics"]["test/acc"])
     plugin = acc.PluginTagToContent("hparams")
     assert "_hparams_/experiment" in plugin and "_hparams_/session_start_info" in plugin
-    assert b"model/norm" in plugin["_hparams_/session_start_info"]
+    # one key set: the HPARAMS tab shows the flattened config that hparams.yaml and every logger hold
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    session = plugin_data_pb2.HParamsPluginData.FromString(plugin["_hparams_/session_start_info"])
+    shown = dict(session.session_start_info.hparams)
+    (saved,) = (run["dir"] / "tensorboard").rglob("hparams.yaml")
+    assert set(shown) == set(yaml.safe_load(saved.read_text())) and "model/norm" in shown
+    assert shown["optimizer/lr"].number_value == pytest.approx(OmegaConf.select(run["cfg"], "optimizer.lr"))
 
 
 def test_curves_redrawn_at_most_every_min_interval_and_after_the_last_epoch(run):

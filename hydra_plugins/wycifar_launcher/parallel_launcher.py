@@ -454,7 +454,7 @@ class ParallelLauncher(Launcher):
 
     def _finish(self, job: Job, code: int, sweep_dir: Path) -> None:
         """The job's JobReturn, and its record ended where the job could not end it."""
-        from wycifar import records
+        from wycifar.runs import records
 
         result_file = Path(f"{job.file}.result")
         outcome: dict[str, Any] = {}

@@ -134,7 +134,7 @@ def compose_train(tmp_path: Path, overrides: list[str] | None = None, config_nam
     return cfg
 
 
-TINY = [
+TINY_REPORTS = [
     "trainer.accelerator=cpu",
     "trainer.max_epochs=2",
     "data.batch_size=32",
@@ -142,6 +142,10 @@ TINY = [
     "model.base_width=8",
     "trainer.log_every_n_steps=1",
 ]
+# The figures (curves, GradCAM, mistakes, confusion matrix) are 3 of a tiny run's 4 seconds: a test
+# that does not look at them leaves them out (`++`: whether or not its callbacks have them).
+NO_FIGURES = [f"++callbacks.{name}=null" for name in ("curves", "gradcam", "misclassified", "confusion_matrix")]
+TINY = [*TINY_REPORTS, *NO_FIGURES]
 
 
 def evaluate_checkpoint(tmp_path: Path, ckpt: str | Path, data_root: Path, extra: list[str] | None = None) -> dict:

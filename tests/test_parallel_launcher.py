@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -27,7 +28,7 @@ QUICK = [
     "logger=none",
     "callbacks.progress_bar.refresh_rate=0",
     "~callbacks.onnx_model",
-    "~callbacks.gradcam",
+    "++callbacks.gradcam=null",
 ]
 
 # A Hydra app that starts in a second (no torch): it records its start, then ends as `x` says.
@@ -160,12 +161,14 @@ def test_real_jobs_run_two_at_once_and_sigint_stops_the_sweep(tmp_path: Path, ti
     out = result.stdout
     assert "job 0 started: trainer.max_epochs=1\n" in out and "job 0 epoch 1/1" in out
     assert "job 0 ended: ok, val/acc_best " in out and "job 1 ended: interrupted" in out
-    assert "job 2 epoch 1/201" in out and "\x1b[" not in out
+    # the epochs the launcher saw end (a tiny epoch can end between two of its looks)
+    assert re.search(r"job 2 epoch \d+/201, val acc", out) and "\x1b[" not in out
     assert not (sweep / ".launcher").exists()
 
 
 def test_a_killed_job_and_a_raising_job_fail_alone(tmp_path: Path):
-    result, sweep = run_app(tmp_path, "x=ok,kill,raise,fine", "score=0.5", "sleep=2")
+    # the jobs are forked from slot servers, as by default, that preload a light module: the app needs no Lightning
+    result, sweep = run_app(tmp_path, "x=ok,kill,raise,fine", "score=0.5", "sleep=2", "hydra.launcher.preload=[json]")
     # a job that raised is FAILED, as under the basic launcher: the sweeper reports it at the end
     assert result.returncode == 1 and "boom" in result.stderr, result.stderr[-3000:]
     rows = jobs_csv(sweep)
@@ -178,6 +181,8 @@ def test_a_killed_job_and_a_raising_job_fail_alone(tmp_path: Path):
     assert "job 3 ended: ok, score 0.5000" in result.stdout and "best score 0.5000 (job 0)" in result.stdout
     seen = {job: json.loads((sweep / job / "seen.json").read_text()) for job in ("0", "3")}
     assert all(s["OMP_NUM_THREADS"] == "1" for s in seen.values())
+    launched = json.loads((sweep / "1" / "launcher.json").read_text())
+    assert launched["start"] == "forked"  # the killed job was one of a slot server's
 
 
 # A module that notes each process that imports it.

@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 import yaml
-from conftest import TINY, compose_train, evaluate_checkpoint, make_image_folder
+from conftest import TINY_REPORTS, compose_train, evaluate_checkpoint, make_image_folder
 from omegaconf import OmegaConf
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -33,7 +33,7 @@ def run(tmp_path_factory):
     cfg = compose_train(
         tmp,
         [
-            *TINY,
+            *TINY_REPORTS,
             f"data.root={data}",
             f"trainer.max_epochs={EPOCHS}",
             "callbacks.gradcam.every_n_epochs=2",
@@ -182,7 +182,7 @@ def test_no_figures_during_sanity_check(tmp_path):
     cfg = compose_train(
         tmp_path,
         [
-            *TINY,
+            *TINY_REPORTS,
             f"data.root={data}",
             "trainer.max_epochs=1",
             "trainer.num_sanity_val_steps=1",
@@ -205,7 +205,7 @@ def test_epochs_without_validation_show_no_stale_validation_numbers(tmp_path):
     from wycifar.callbacks.epoch_table import EpochTable
 
     data = make_image_folder(tmp_path / "data", train_per_class=4, test_per_class=2)
-    overrides = [*TINY, f"data.root={data}", "trainer.max_epochs=4", "trainer.check_val_every_n_epoch=2"]
+    overrides = [*TINY_REPORTS, f"data.root={data}", "trainer.max_epochs=4", "trainer.check_val_every_n_epoch=2"]
     cfg = compose_train(tmp_path, [*overrides, "test=false", "callbacks=[model_checkpoint,reports]", "logger=none"])
     _, objects = train(cfg)
     rows = list(csv.DictReader((tmp_path / "run" / "epochs.csv").open()))
@@ -224,7 +224,7 @@ def test_reports_follow_their_names_into_report_md_and_ship(tmp_path):
 
     data = make_image_folder(tmp_path / "data", train_per_class=8, test_per_class=4)
     names = ["+callbacks.gradcam.filename=cam.png", "+callbacks.confusion_matrix.filename=cm.png"]
-    cfg = compose_train(tmp_path, [*TINY, f"data.root={data}", "trainer.max_epochs=1", "logger=none", *names])
+    cfg = compose_train(tmp_path, [*TINY_REPORTS, f"data.root={data}", "trainer.max_epochs=1", "logger=none", *names])
     train(cfg)
     run = tmp_path / "run"
     (run / ".hydra").mkdir()  # what Hydra writes for a run from the command line

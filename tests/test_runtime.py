@@ -21,7 +21,7 @@ def exported(tmp_path_factory):
     """A tiny trained run: its ONNX model (with metadata), its last checkpoint and its test images."""
     tmp = tmp_path_factory.mktemp("runtime")
     data = make_image_folder(tmp / "data")
-    overrides = [*TINY, f"data.root={data}", "trainer.max_epochs=4", "logger=none", "~callbacks.gradcam"]
+    overrides = [*TINY, f"data.root={data}", "trainer.max_epochs=4", "logger=none", "++callbacks.gradcam=null"]
     cfg = compose_train(tmp, overrides)
     metrics, _ = train(cfg)
     (tmp / "run" / ".hydra").mkdir()  # what Hydra writes for a run from the command line

@@ -5,10 +5,11 @@ import multiprocessing
 from pathlib import Path
 
 import pytest
-from conftest import assert_one_line_error, compose_train, finish, run_command, start_command
+from conftest import assert_one_line_error, compose_train, finish, run_main, start_command
 
 from wycifar.runs.folders import claim_dir
 from wycifar.runs.hydra_callbacks import CheckOutputDir
+from wycifar.train import main as train_main
 
 QUICK = [
     "trainer.accelerator=cpu",
@@ -18,7 +19,7 @@ QUICK = [
     "model.base_width=8",
     "threads=1",
     "callbacks.progress_bar.refresh_rate=0",
-    "~callbacks.gradcam",
+    "++callbacks.gradcam=null",
 ]
 
 
@@ -96,7 +97,7 @@ def test_trainings_sweeps_and_evaluations_started_together_keep_apart(tmp_path: 
 
     # a folder given by hand that holds a run: refused before anything is written into it
     log_before = (runs[1] / "train.log").read_text()
-    result = run_command(f"hydra.run.dir={runs[1]}", *common)
+    result = run_main(train_main, f"hydra.run.dir={runs[1]}", *common)
     assert_one_line_error(result, f"hydra.run.dir={runs[1]} already holds another run's results")
     assert (runs[1] / "train.log").read_text() == log_before
 

@@ -14,7 +14,7 @@ TINY_CLI = [
     "data.batch_size=32",
     "model.base_width=8",
     "callbacks=[model_checkpoint,reports]",
-    "~callbacks.gradcam",
+    "++callbacks.gradcam=null",
     "~callbacks.onnx_model",
     "logger=none",
 ]

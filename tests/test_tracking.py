@@ -15,19 +15,22 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY, assert_one_line_error, finish, run_main, start_command
+from conftest import TINY, TINY_REPORTS, assert_one_line_error, finish, run_main, start_command
 
 from wycifar.summary import main as summary_main
 from wycifar.train import main as train_main
 
 QUICK = [*TINY, "callbacks.progress_bar.refresh_rate=0"]
+WITH_REPORTS = [*TINY_REPORTS, "callbacks.progress_bar.refresh_rate=0"]
 REPORT_IMAGES = {"curves", "gradcam", "misclassified", "confusion_matrix"}
 
 
-def train_into(log_dir: Path, data: Path, *overrides: str):
-    """`python -m wycifar.train [-m] OVERRIDES` on the tiny data with every output under log_dir, in process."""
+def train_into(log_dir: Path, data: Path, *overrides: str, reports: bool = False):
+    """`python -m wycifar.train [-m] OVERRIDES` on the tiny data with every output under log_dir, in
+    process; with `reports`, the figures too."""
     flags = [o for o in overrides if o.startswith("-")]
-    common = [f"data.root={data}", f"paths.log_dir={log_dir}", f"paths.cache_dir={log_dir}/cache", *QUICK]
+    quick = WITH_REPORTS if reports else QUICK
+    common = [f"data.root={data}", f"paths.log_dir={log_dir}", f"paths.cache_dir={log_dir}/cache", *quick]
     result = run_main(train_main, *flags, *common, *(o for o in overrides if not o.startswith("-")))
     assert result.returncode == 0, result.stderr[-2000:]
     return result
@@ -39,7 +42,7 @@ def only_run(log_dir: Path, task: str = "train") -> Path:
 
 
 def test_csv_logger_has_every_epoch_the_lr_the_test_metrics_and_the_config(tmp_path: Path, tiny_data: Path):
-    train_into(tmp_path, tiny_data, "logger=csv", "~callbacks.onnx_model", "~callbacks.gradcam")
+    train_into(tmp_path, tiny_data, "logger=csv", "~callbacks.onnx_model", "++callbacks.gradcam=null")
     run = only_run(tmp_path)
     rows = list(csv.DictReader((run / "csv" / "metrics.csv").open()))
     epochs = [r for r in rows if r.get("val/acc")]
@@ -73,7 +76,7 @@ def artifacts(client, run_id: str, path: str | None = None) -> list[str]:
 
 def test_many_loggers_fill_one_mlflow_store_tensorboard_and_csv(tmp_path: Path, tiny_data: Path):
     pytest.importorskip("mlflow")
-    train_into(tmp_path, tiny_data, "logger=many", "experiment=reference", "trainer.max_epochs=2")
+    train_into(tmp_path, tiny_data, "logger=many", "experiment=reference", "trainer.max_epochs=2", reports=True)
     run = only_run(tmp_path, "reference")  # the recipe's task name: its folder and its experiment
     assert (run / "csv" / "metrics.csv").is_file() and list((run / "tensorboard").glob("events.*"))
     client = mlflow_client(tmp_path)
@@ -131,7 +134,7 @@ def test_wandb_runs_offline_into_the_run_folder(tmp_path: Path, tiny_data: Path,
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    train_into(tmp_path, tiny_data, "logger=wandb", "seed=3")
+    train_into(tmp_path, tiny_data, "logger=wandb", "seed=3", reports=True)
     run = only_run(tmp_path)
     (offline,) = (run / "wandb").glob("offline-run-*")
     history, config = [], {}
@@ -180,7 +183,7 @@ def test_mlflow_ui_shows_the_store_and_a_run_can_log_to_that_server(tmp_path: Pa
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
 
-    train_into(tmp_path, tiny_data, "logger=mlflow", "~callbacks.gradcam")
+    train_into(tmp_path, tiny_data, "logger=mlflow", "++callbacks.gradcam=null")
     port = free_port()
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     ui = start_command(
@@ -221,7 +224,7 @@ def test_a_sweep_summary_puts_seeds_in_one_row_and_each_job_is_an_mlflow_run(tmp
         "seed=0,1",
         "trainer.max_epochs=1",
         "~callbacks.onnx_model",
-        "~callbacks.gradcam",
+        "++callbacks.gradcam=null",
     ]
     train_into(tmp_path, tiny_data, "-m", "logger=mlflow", *overrides)
     (sweep,) = (tmp_path / "train-multirun").iterdir()
@@ -253,7 +256,7 @@ def test_a_sweep_summary_puts_seeds_in_one_row_and_each_job_is_an_mlflow_run(tmp
 
 
 def test_summary_of_runs_made_separately(tmp_path: Path, tiny_data: Path):
-    quick = ["~callbacks.onnx_model", "~callbacks.gradcam", "logger=none", "trainer.max_epochs=1"]
+    quick = ["~callbacks.onnx_model", "++callbacks.gradcam=null", "logger=none", "trainer.max_epochs=1"]
     train_into(tmp_path, tiny_data, "seed=0", *quick)
     train_into(tmp_path, tiny_data, "seed=1", "threads=1", *quick)  # how fast, not what: same group
     train_into(tmp_path, tiny_data, "seed=0", "model.norm=gn", *quick)

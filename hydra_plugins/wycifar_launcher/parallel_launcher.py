@@ -309,7 +309,8 @@ class ParallelLauncher(Launcher):
                         if self._progress(job):
                             view.epoch(job.line, counts)
                         continue
-                    self._progress(job)
+                    if self._progress(job):  # an epoch that ended since the last look is shown before the job's end
+                        view.epoch(job.line, counts)
                     self._finish(job, code, sweep_dir)
                     del running[job.num]
                     del counts.running[job.num]

@@ -42,8 +42,8 @@ def save_figure(fig: plt.Figure, path: Path, trainer: L.Trainer, tag: str, step:
     """The figure into the run folder and to each configured logger (wycifar.runs.loggers.log_figure)."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    log_figure(trainer.loggers, fig, path, tag, trainer.global_step if step is None else step)
     plt.close(fig)
+    log_figure(trainer.loggers, path, tag, trainer.global_step if step is None else step)
 
 
 def images_hwc(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:

@@ -16,10 +16,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+from PIL import Image
 
 from wycifar.errors import ConfigError
 from wycifar.files import file_lock
@@ -186,7 +188,7 @@ def wandb_logger(project: str, output_dir: str, log_dir: str, **kwargs: Any) -> 
 def log_files(loggers: Iterable[Logger], paths: Iterable[Path], folder: str) -> None:
     """The files into each logger that takes files: MLflow's artifacts (under `folder`), W&B's
     media (images) and files (the rest). TensorBoard and CSV take none (the figures reach
-    TensorBoard as figures, log_figure)."""
+    TensorBoard as images, log_figure)."""
     paths = [Path(p) for p in paths if p is not None and Path(p).is_file()]
     for logger in loggers:
         if isinstance(logger, MLFlowLogger):
@@ -200,12 +202,15 @@ def log_files(loggers: Iterable[Logger], paths: Iterable[Path], folder: str) -> 
                     logger.experiment.save(str(path), base_path=str(path.parent), policy="now")
 
 
-def log_figure(loggers: Iterable[Logger], fig, path: Path, tag: str, step: int) -> None:
-    """A report figure already saved at `path`: TensorBoard draws it, the others take the file."""
+def log_figure(loggers: Iterable[Logger], path: Path, tag: str, step: int) -> None:
+    """A report figure saved at `path` (a PNG): TensorBoard shows that image, the others take the
+    file. The figure is drawn once, for the file; TensorBoard gets the same pixels."""
     loggers = list(loggers)
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_figure(tag, fig, global_step=step, close=False)
+            with Image.open(path) as image:
+                pixels = np.asarray(image.convert("RGB"))
+            logger.experiment.add_image(tag, pixels, global_step=step, dataformats="HWC")
             logger.experiment.flush()
     log_files(loggers, [path], tag.split("/")[0])
 

@@ -142,10 +142,11 @@ TINY_REPORTS = [
     "model.base_width=8",
     "trainer.log_every_n_steps=1",
 ]
-# The figures (curves, GradCAM, mistakes, confusion matrix) are 3 of a tiny run's 4 seconds: a test
-# that does not look at them leaves them out (`++`: whether or not its callbacks have them).
+# The figures (curves, GradCAM, mistakes, confusion matrix) are 3 of a tiny run's 4 seconds, and
+# TensorBoard's graph of the network another 0.3: a test that does not look at them leaves them out
+# (`++`: whether or not its callbacks have them; an entry without `_target_` builds nothing).
 NO_FIGURES = [f"++callbacks.{name}=null" for name in ("curves", "gradcam", "misclassified", "confusion_matrix")]
-TINY = [*TINY_REPORTS, *NO_FIGURES]
+TINY = [*TINY_REPORTS, *NO_FIGURES, "++callbacks.onnx_model.log_graph=false"]
 
 
 def evaluate_checkpoint(tmp_path: Path, ckpt: str | Path, data_root: Path, extra: list[str] | None = None) -> dict:

@@ -12,7 +12,7 @@ import termios
 from pathlib import Path
 
 import pyte
-from conftest import ROOT, make_image_folder
+from conftest import NO_FIGURES, ROOT, make_image_folder
 
 COLUMNS, ROWS = 120, 40
 ROW = re.compile(r"^\|\s+\d+ \| \d\.\d{6} \| \d\dm \d\ds \| [\d.]+\s+\|\s+[\d.]+% \| [\d.]+\s*\|\s*[\d.]+% \|$")
@@ -61,6 +61,7 @@ def test_the_terminal_shows_the_header_and_one_clean_row_per_epoch(tmp_path: Pat
             "threads=1",
             # a redraw after every batch: the most chances for a row to land on the bar's line
             "callbacks.progress_bar.refresh_rate=1",
+            *NO_FIGURES,
         ]
     )
     assert code == 0, "\n".join(lines[-30:])

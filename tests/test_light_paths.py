@@ -74,6 +74,7 @@ def test_summary_and_onnx_prediction_answer_without_the_heavy_packages(tmp_path:
     assert result.returncode == 0 and result.stdout.startswith(f"{image}: "), result.stderr
 
 
+@pytest.mark.slow  # about 12 s: Lightning's import and each light path once; the light paths answer in the default suite
 def test_the_startup_benchmark_prints_each_light_path_against_lightnings_import(capsys):
     from wycifar.bench.startup import PATHS, main
 

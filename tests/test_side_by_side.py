@@ -5,7 +5,7 @@ import multiprocessing
 from pathlib import Path
 
 import pytest
-from conftest import assert_one_line_error, compose_train, finish, run_main, start_command
+from conftest import NO_FIGURES, assert_one_line_error, compose_train, finish, run_main, start_command
 
 from wycifar.runs.folders import claim_dir
 from wycifar.runs.hydra_callbacks import CheckOutputDir
@@ -19,7 +19,7 @@ QUICK = [
     "model.base_width=8",
     "threads=1",
     "callbacks.progress_bar.refresh_rate=0",
-    "++callbacks.gradcam=null",
+    *NO_FIGURES,
 ]
 
 
@@ -84,7 +84,7 @@ def test_trainings_sweeps_and_evaluations_started_together_keep_apart(tmp_path: 
 
     ckpt = runs[0] / "checkpoints" / "last.ckpt"
     evaluations = [
-        start_command(f"ckpt_path={ckpt}", *common[:3], "trainer.accelerator=cpu", module="wycifar.eval")
+        start_command(f"ckpt_path={ckpt}", *common[:3], "trainer.accelerator=cpu", *NO_FIGURES, module="wycifar.eval")
         for _ in range(2)
     ]
     for process in evaluations:

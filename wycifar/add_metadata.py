@@ -1,10 +1,10 @@
-"""python -m wycifar.add_metadata MODEL.onnx --data DIR [--out DIR]: the metadata wycifar.deploy.runtime
-needs, added to a wycifar ONNX model that has none.
+"""python -m wycifar.add_metadata MODEL.onnx --data DIR [--out DIR]: wycifar's metadata for an ONNX model without them.
 
-The model gets CIFAR-10's classes and normalisation and its accuracy as onnxruntime measures it on
-the test split, which must agree with the accuracy in its name (model_<params>_<acc>.onnx) within
-half a point; else it was trained with another normalisation, and its checkpoint is the thing to
-export (python -m wycifar.export). Written in place, or into --out.
+The model gets what wycifar.deploy.runtime needs: CIFAR-10's classes and normalisation and its
+accuracy as onnxruntime measures it on the test split, which must agree with the accuracy in its
+name (model_<params>_<acc>.onnx) within half a point; else it was trained with another
+normalisation, and its checkpoint is the thing to export (python -m wycifar.export). Written in
+place, or into --out.
 """
 
 from __future__ import annotations

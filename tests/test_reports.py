@@ -2,6 +2,7 @@
 
 import csv
 import math
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -104,7 +105,10 @@ def test_epoch_table_matches_what_the_trainer_logged(run):
         assert math.isclose(float(row["TrainLoss"]), tl, rel_tol=1e-5)
         assert float(row["Time"]) > 0
     table = (run["dir"] / "epochs.md").read_text()
-    assert "| Epoch | LR       | Time    | TrainLoss | TrainAcc | ValLoss  | ValAcc |" in table
+    title = "| Epoch | LR       | Time    | TrainLoss | TrainAcc | ValLoss  | ValAcc |"
+    lines = table.splitlines()
+    assert re.fullmatch(r"\|(-+\|){7}", lines[lines.index(title) + 1])
+    assert [len(cell) for cell in lines[lines.index(title) + 1].split("|")] == [len(c) for c in title.split("|")]
     assert len([line for line in table.splitlines() if line.startswith("|     ")]) == EPOCHS
 
 

@@ -154,7 +154,7 @@ class EpochTable(EpochMetrics):
             emit(self.rule())
 
     def markdown(self) -> str:
-        lines = [self.title(), "|" + "|".join("-" * (len(c) + 2) for c in self.title().split("|")[1:-1]) + "|"]
+        lines = [self.title(), "|" + "|".join("-" * len(c) for c in self.title().split("|")[1:-1]) + "|"]
         return "\n".join(lines + [self.format_row(r) for r in self.rows]) + "\n"
 
     def write(self, trainer: L.Trainer) -> None:

@@ -19,7 +19,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from wycifar.callbacks.gradcam import GradCAMReport, gradcam_maps
 from wycifar.errors import ConfigError
-from wycifar.training.checkpoints import load_module
+from wycifar.runs.folders import tested_checkpoint
+from wycifar.training.checkpoints import load_module, load_teacher
 from wycifar.training.evaluate import evaluate
 from wycifar.training.run import train
 
@@ -237,6 +238,17 @@ def test_reports_follow_their_names_into_report_md_and_ship(tmp_path):
     assert not (run / "gradcam.png").exists() and not (run / "confusion_matrix.png").exists()
     report = (run / "report.md").read_text()
     assert "](cam.png)" in report and "](cm.png)" in report and "not drawn in this run" not in report
+    # a seed alone: its table, model and record in seeds/, the recipe's model and reports untouched
+    seed = {p.relative_to(tmp_path / "results").as_posix() for p in ship(run, tmp_path / "results")}
+    assert "seeds/seed0.csv" in seed and any(p.startswith("seeds/seed0_model_") for p in seed)
+    assert all(p.startswith("seeds/") for p in seed)
+    assert [p.name for p in (tmp_path / "results").iterdir()] == ["seeds"]
+    # with its checkpoint: the same weights, loadable as a teacher
+    kept = [p for p in ship(run, tmp_path / "results", checkpoint=True) if p.suffix == ".ckpt"]
+    onnx_name = next(p for p in seed if p.endswith(".onnx")).removeprefix("seeds/")
+    assert [p.name for p in kept] == [onnx_name.replace(".onnx", ".ckpt")]
+    teacher, tested = load_teacher(kept[0]).state_dict(), load_module(tested_checkpoint(run)).net.state_dict()
+    assert teacher.keys() == tested.keys() and all(torch.equal(teacher[k], tested[k]) for k in tested)
     shipped = {p.name for p in ship(run, tmp_path / "results", model=True)}
     assert {"cam.png", "cm.png", "cm.csv", "report.md", "epochs.md", "summary.txt"} <= shipped
 

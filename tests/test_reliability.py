@@ -11,6 +11,7 @@ import torch
 from conftest import ROOT, TINY, assert_one_line_error, compose_train, link_real_subset, run_main
 from lightning.pytorch.callbacks import Callback
 
+from wycifar.callbacks.epoch_table import EpochTable
 from wycifar.errors import ConfigError, DivergenceError, InterruptedRun
 from wycifar.train import main as train_main
 from wycifar.training.run import train
@@ -186,7 +187,7 @@ def test_interrupt_leaves_resumable_checkpoint_and_resume_matches(tmp_path, tiny
         "scheduler.interval=step",
     ]
     straight_cfg = compose_train(tmp_path / "straight", overrides)
-    straight, _ = train(straight_cfg)
+    straight, straight_objects = train(straight_cfg)
 
     cfg = compose_train(tmp_path / "cut", overrides)
     sigint_before = signal.getsignal(signal.SIGINT)
@@ -197,7 +198,16 @@ def test_interrupt_leaves_resumable_checkpoint_and_resume_matches(tmp_path, tiny
     assert signal.getsignal(signal.SIGINT) is sigint_before  # Ctrl-C handling is given back
 
     resumed_cfg = compose_train(tmp_path / "cut", [*overrides, f"ckpt_path={last}"])
-    train(resumed_cfg)
+    resumed, resumed_objects = train(resumed_cfg)
+    # the epoch cut in two is counted whole: its training loss and accuracy are the straight run's
+    tables = [
+        next(c for c in o["trainer"].callbacks if isinstance(c, EpochTable))
+        for o in (straight_objects, resumed_objects)
+    ]
+    for column in ("TrainLoss", "TrainAcc"):
+        assert [row[column] for row in tables[1].rows] == pytest.approx(
+            [row[column] for row in tables[0].rows], rel=1e-6
+        )
     a = torch.load(tmp_path / "straight" / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     b = torch.load(last, weights_only=True)
     assert a["global_step"] == b["global_step"] == 10

@@ -32,6 +32,16 @@ def rng_generators(device: torch.device) -> dict[str, tuple[Callable, Callable]]
     return generators
 
 
+TRAIN_METRICS = ("train_loss", "train_acc")
+
+
+def stopped_mid_epoch(checkpoint: dict) -> bool:
+    """Whether the checkpoint was written inside an epoch (Ctrl-C, SIGTERM, a validation's), not
+    at its end: the epoch's training sums it holds are then the ones the resumed epoch goes on with."""
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+    return progress.get("processed", 0) < progress.get("started", 0)
+
+
 class WyCifarModule(L.LightningModule):
     """Wraps WyCifarNet(**net). `optimizer` and `scheduler` are Hydra dicts (`_target_`,
     `_partial_`) kept as plain data so that checkpoints hold no pickled objects. The optimiser's
@@ -205,6 +215,15 @@ class WyCifarModule(L.LightningModule):
         # Dropout draws from torch's global generators, the CPU's and, on a GPU, the device's: keep
         # their states so that a resumed run continues exactly as an uninterrupted one would.
         checkpoint["rng_states"] = {name: get() for name, (get, _) in rng_generators(self._training_device()).items()}
+        # The epoch's training sums so far, over every rank: a run stopped mid-epoch and resumed
+        # reports that epoch's loss and accuracy over all its batches, not only the ones after it.
+        checkpoint["train_metrics"] = {}
+        for name in TRAIN_METRICS:
+            metric = getattr(self, name)
+            with metric.sync_context(should_unsync=True):
+                checkpoint["train_metrics"][name] = {
+                    k: v.detach().cpu().clone() for k, v in metric.metric_state.items()
+                }
         # What prediction needs besides the weights: class names and input normalisation.
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None and getattr(datamodule, "test_data", None) is not None:
@@ -225,6 +244,11 @@ class WyCifarModule(L.LightningModule):
         for name, state in states.items():
             if name in generators:  # a GPU run's checkpoint resumed on a CPU leaves the CUDA state out
                 generators[name][1](state)
+        if stopped_mid_epoch(checkpoint) and self.global_rank == 0:  # the sums are every rank's: once
+            for name, state in checkpoint.get("train_metrics", {}).items():
+                metric = getattr(self, name)
+                for key, value in state.items():
+                    setattr(metric, key, value.to(self._training_device()))
 
     def parameter_groups(self) -> list[dict]:
         """With `decay_norm_and_bias` off, weight decay on conv weights only: decaying norm scales

@@ -20,15 +20,20 @@ RESULTS = ROOT / "results"
 
 RECIPES = ["default", "reference", "reference_readme", "speedrun"]
 SHIPPED_CKPTS = sorted(RESULTS.glob("*/model_*.ckpt"))
-# a recipe's distilled seeds (`module.teacher`) stand apart from its plain ones, in <recipe>/distilled/
-SEED_MODELS = sorted(RESULTS.glob("*/seeds/seed*_model_*.onnx")) + sorted(
-    RESULTS.glob("*/distilled/seed*_model_*.onnx")
-)
+# a recipe's distilled seeds (`module.teacher`) stand apart from its plain ones, in <recipe>/<variant>/seeds/
+SEED_MODELS = sorted(RESULTS.glob("*/seeds/seed*_model_*.onnx")) + sorted(RESULTS.glob("*/*/seeds/seed*_model_*.onnx"))
+SEED_CKPTS = sorted(RESULTS.glob("**/seeds/seed*_model_*.ckpt"))
 SEED_MODEL = re.compile(r"seed(\d+)_model_(\d+)_(\d\.\d+)\.onnx$")
 
 
+def recipe_of(path: Path) -> str:
+    return path.relative_to(RESULTS).parts[0]
+
+
 def seed_model_id(path: Path) -> str:
-    return f"{path.parent.parent.name}-{path.parent.name}-{path.name[:5]}"
+    """default-seed0, default-distilled-seed0, ..."""
+    *folders, name = path.relative_to(RESULTS).parts
+    return "-".join([*(f for f in folders if f != "seeds"), name.split("_")[0]])
 
 
 def test_every_recipe_ships_a_model_and_its_seeds():
@@ -57,13 +62,22 @@ def test_each_seed_model_is_the_last_epoch_of_its_table(onnx_path: Path, tmp_pat
     seed, _, acc = SEED_MODEL.search(onnx_path.name).groups()
     with open(onnx_path.parent / f"seed{seed}.csv") as f:
         rows = list(csv.DictReader(f))
-    recipe = onnx_path.parent.parent.name
+    recipe = recipe_of(onnx_path)
     cfg = compose_train(tmp_path, [] if recipe == "default" else [f"experiment={recipe}"])
     assert len(rows) == cfg.trainer.max_epochs
     # validation is the test split, so the last epoch is tested: its ValAcc is the model's test
     # accuracy (and, for these runs, also the best epoch's)
     assert float(rows[-1]["ValAcc"]) == pytest.approx(100 * float(acc), abs=0.006)
     assert max(float(r["ValAcc"]) for r in rows) == pytest.approx(100 * float(acc), abs=0.006)
+
+
+@pytest.mark.parametrize("ckpt", SEED_CKPTS, ids=lambda p: str(p.relative_to(RESULTS)))
+def test_each_kept_seed_checkpoint_is_its_onnx_model(ckpt: Path):
+    """A seed's weights kept for module.teacher (wycifar.ship --checkpoint) are those of its ONNX model."""
+    net = load_module(ckpt).eval().net
+    assert sum(p.numel() for p in net.parameters()) == 95_653
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert check_onnx(net, ckpt.with_suffix(".onnx"), x, atol=1e-4, rtol=0.0) <= 1e-4
 
 
 @pytest.fixture(scope="module")

@@ -223,7 +223,7 @@ def test_epochs_without_validation_show_no_stale_validation_numbers(tmp_path):
     assert [epoch for epoch, _ in curves.history["train/acc"]] == [1, 2, 3, 4]
 
 
-def test_reports_follow_their_names_into_report_md_and_ship(tmp_path):
+def test_reports_follow_their_names_into_report_md_and_ship(tmp_path, caplog):
     """A report file named by its callback's config is the one report.md shows and ship copies."""
     from wycifar.ship import ship
 
@@ -238,6 +238,10 @@ def test_reports_follow_their_names_into_report_md_and_ship(tmp_path):
     assert not (run / "gradcam.png").exists() and not (run / "confusion_matrix.png").exists()
     report = (run / "report.md").read_text()
     assert "](cam.png)" in report and "](cm.png)" in report and "not drawn in this run" not in report
+    # a run of an older version names a callback since renamed: shipped all the same, with a word
+    config = OmegaConf.load(run / ".hydra" / "config.yaml")
+    config.callbacks.onnx = {"_target_": "wycifar.callbacks.onnx_export.OnnxExport"}
+    OmegaConf.save(config, run / ".hydra" / "config.yaml")
     # a seed alone: its table, model and record in seeds/, the recipe's model and reports untouched
     seed = {p.relative_to(tmp_path / "results").as_posix() for p in ship(run, tmp_path / "results")}
     assert "seeds/seed0.csv" in seed and any(p.startswith("seeds/seed0_model_") for p in seed)
@@ -249,6 +253,7 @@ def test_reports_follow_their_names_into_report_md_and_ship(tmp_path):
     assert [p.name for p in kept] == [onnx_name.replace(".onnx", ".ckpt")]
     teacher, tested = load_teacher(kept[0]).state_dict(), load_module(tested_checkpoint(run)).net.state_dict()
     assert teacher.keys() == tested.keys() and all(torch.equal(teacher[k], tested[k]) for k in tested)
+    assert "callbacks.onnx (wycifar.callbacks.onnx_export.OnnxExport) is not in this version" in caplog.text
     shipped = {p.name for p in ship(run, tmp_path / "results", model=True)}
     assert {"cam.png", "cm.png", "cm.csv", "report.md", "epochs.md", "summary.txt"} <= shipped
 

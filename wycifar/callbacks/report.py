@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Iterable
 from pathlib import Path
 
 import lightning as L
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 
@@ -35,13 +36,22 @@ def outputs_of(callbacks: Iterable) -> dict[str, str]:
 def configured_outputs(callbacks_cfg: DictConfig | dict | None) -> dict[str, str]:
     """The same for a run's composed `callbacks` config (its .hydra/config.yaml): each report
     callback is built from its config (building one reads and writes nothing) and asked."""
-    callbacks = [
-        instantiate(cfg)
-        for cfg in (callbacks_cfg or {}).values()
-        if isinstance(cfg, (DictConfig, dict))
-        and "_target_" in cfg
-        and callable(getattr(get_class(cfg["_target_"]), "outputs", None))
-    ]
+    callbacks = []
+    for name, cfg in (callbacks_cfg or {}).items():
+        if not isinstance(cfg, (DictConfig, dict)) or "_target_" not in cfg:
+            continue
+        module, _, attr = str(cfg["_target_"]).rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module), attr)
+        except (
+            ImportError,
+            AttributeError,
+            ValueError,
+        ):  # a run of an older version: a callback since renamed or removed
+            log.warning("callbacks.%s (%s) is not in this version: its files are left out", name, cfg["_target_"])
+            continue
+        if callable(getattr(cls, "outputs", None)):
+            callbacks.append(instantiate(cfg))
     return outputs_of(callbacks)
 
 

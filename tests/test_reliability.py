@@ -199,6 +199,9 @@ def test_interrupt_leaves_resumable_checkpoint_and_resume_matches(tmp_path, tiny
 
     resumed_cfg = compose_train(tmp_path / "cut", [*overrides, f"ckpt_path={last}"])
     resumed, resumed_objects = train(resumed_cfg)
+    # the resumed epoch's progress bar is named and counts to the epoch's length
+    bar = resumed_objects["trainer"].progress_bar_callback.train_progress_bar
+    assert (bar.desc, bar.total, bar.n) == ("Epoch 2/2: ", 5, 5)
     # the epoch cut in two is counted whole: its training loss and accuracy are the straight run's
     tables = [
         next(c for c in o["trainer"].callbacks if isinstance(c, EpochTable))

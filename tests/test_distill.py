@@ -7,7 +7,7 @@ import torch
 from conftest import TINY, compose_train, evaluate_checkpoint, make_image_folder
 
 from wycifar.errors import ConfigError
-from wycifar.training.distill import mean_of_views, soft_target_loss, softened
+from wycifar.training.distill import soft_target_loss
 from wycifar.training.run import train
 
 
@@ -32,18 +32,9 @@ def tiny_data_module(tmp_path_factory) -> Path:
 
 def test_soft_target_loss_is_zero_only_for_the_teachers_own_predictions():
     teacher_logits = torch.randn(8, 10)
-    targets = softened(teacher_logits, 4.0)
-    assert soft_target_loss(teacher_logits, targets, 4.0).abs() < 1e-6
-    assert soft_target_loss(teacher_logits + 5.0, targets, 4.0).abs() < 1e-6  # softmax ignores a shift
-    assert soft_target_loss(torch.randn(8, 10), targets, 4.0) > 0.01
-
-
-def test_two_views_average_their_softened_probabilities():
-    image, mirror = torch.randn(8, 10), torch.randn(8, 10)
-    averaged = mean_of_views([softened(image, 4.0), softened(mirror, 4.0)])
-    expected = (torch.softmax(image / 4.0, 1) + torch.softmax(mirror / 4.0, 1)) / 2
-    torch.testing.assert_close(averaged.exp(), expected)
-    torch.testing.assert_close(mean_of_views([softened(image, 4.0)] * 2), softened(image, 4.0))
+    assert soft_target_loss(teacher_logits, teacher_logits, 4.0).abs() < 1e-6
+    assert soft_target_loss(teacher_logits + 5.0, teacher_logits, 4.0).abs() < 1e-6  # softmax ignores a shift
+    assert soft_target_loss(torch.randn(8, 10), teacher_logits, 4.0) > 0.01
 
 
 def test_the_teacher_shapes_training_and_stays_out_of_the_student(tmp_path: Path, teacher: Path, tiny_data_module):
@@ -61,18 +52,6 @@ def test_the_teacher_shapes_training_and_stays_out_of_the_student(tmp_path: Path
     # with weight 0 the teacher changes nothing; with weight 0.9 it changes the weights
     assert all(torch.equal(weights["weight0"][k], weights["plain"][k]) for k in weights["plain"])
     assert not all(torch.equal(weights["distilled"][k], weights["plain"][k]) for k in weights["plain"])
-    # the teacher's flip view gives other soft targets, so other weights
-    flip = torch.load(
-        fit(
-            tmp_path / "flip",
-            tiny_data_module,
-            f"module.teacher={teacher}",
-            "module.distill_weight=0.9",
-            "module.teacher_views=flip",
-        ),
-        weights_only=True,
-    )["state_dict"]
-    assert not all(torch.equal(flip[k], weights["distilled"][k]) for k in flip)
     # the teacher was not trained
     teacher_after = torch.load(teacher, weights_only=True)["state_dict"]
     assert all(torch.equal(teacher_before[k], teacher_after[k]) for k in teacher_before)
@@ -92,7 +71,6 @@ def test_the_teacher_shapes_training_and_stays_out_of_the_student(tmp_path: Path
         ("module.teacher=missing.ckpt", "module.teacher: checkpoint 'missing.ckpt' does not exist"),
         ("module.distill_weight=1.5", "module.distill_weight=1.5"),
         ("module.distill_temperature=0", "module.distill_temperature=0"),
-        ("module.teacher_views=mirror", "module.teacher_views='mirror' is not allowed; choose one of: single, flip"),
     ],
 )
 def test_bad_distillation_settings_stop_before_training(tmp_path: Path, tiny_data_module, override, message):

@@ -17,7 +17,6 @@ DOWNSAMPLING = ("dilated", "strided")
 SKIP_SUBSAMPLING = ("stride", "avg")
 ACTIVATION_NAMES = ("relu", "gelu")
 TTA_MODES = ("none", "flip", "flip_translate")
-TEACHER_VIEWS = ("single", "flip")
 # torch.compile's modes; reduce-overhead replays CUDA graphs on a GPU.
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 INTERVALS = ("epoch", "step")
@@ -54,7 +53,6 @@ def check_module(options: dict, scheduler: dict | None = None) -> None:
         "tta": lambda key, v: check_choice(key, v, TTA_MODES),
         "distill_temperature": lambda key, v: check_number(key, v, minimum=0, inclusive=False),
         "distill_weight": lambda key, v: check_number(key, v, minimum=0, maximum=1),
-        "teacher_views": lambda key, v: check_choice(key, v, TEACHER_VIEWS),
     }
     for key, check in rules.items():
         if key in options:

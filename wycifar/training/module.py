@@ -15,7 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from wycifar.errors import ConfigError
 from wycifar.models import WyCifarNet
 from wycifar.settings import check_module
-from wycifar.training.distill import mean_of_views, soft_target_loss, softened
+from wycifar.training.distill import soft_target_loss
 from wycifar.training.tta import tta_probs
 
 
@@ -61,7 +61,6 @@ class WyCifarModule(L.LightningModule):
         teacher: torch.nn.Module | None = None,
         distill_temperature: float = 4.0,
         distill_weight: float = 0.5,
-        teacher_views: str = "single",
         channels_last: bool = False,
         compile: bool = False,
         compile_mode: str = "default",
@@ -77,7 +76,6 @@ class WyCifarModule(L.LightningModule):
                 "tta": tta,
                 "distill_temperature": distill_temperature,
                 "distill_weight": distill_weight,
-                "teacher_views": teacher_views,
             },
             scheduler,
         )
@@ -146,13 +144,12 @@ class WyCifarModule(L.LightningModule):
         self.train_loss(per_image_loss.detach())
         self.train_acc((logits.detach().argmax(1) == y).float())
         if self.teacher_net is not None:
-            temperature = self.hparams.distill_temperature
-            views = (x, x.flip(3)) if self.hparams.teacher_views == "flip" else (x,)
             with torch.no_grad():
-                # each view is softened before the next call: CUDA graphs reuse their output
-                targets = mean_of_views([softened(self.teacher_logits(view), temperature) for view in views])
+                teacher_logits = self.teacher_logits(x)
             weight = self.hparams.distill_weight
-            loss = (1 - weight) * loss + weight * soft_target_loss(logits, targets, temperature)
+            loss = (1 - weight) * loss + weight * soft_target_loss(
+                logits, teacher_logits, self.hparams.distill_temperature
+            )
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         if self.hparams.l1_lambda:

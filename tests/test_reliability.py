@@ -4,6 +4,7 @@ import csv
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -197,8 +198,12 @@ def test_interrupt_leaves_resumable_checkpoint_and_resume_matches(tmp_path, tiny
     assert torch.load(last, weights_only=True)["global_step"] == 5 + 3
     assert signal.getsignal(signal.SIGINT) is sigint_before  # Ctrl-C handling is given back
 
+    carried = torch.load(last, weights_only=True)["fit_s"]
     resumed_cfg = compose_train(tmp_path / "cut", [*overrides, f"ckpt_path={last}"])
+    started = time.perf_counter()
     resumed, resumed_objects = train(resumed_cfg)
+    # the run's fit time counts both parts
+    assert carried < resumed["time/fit_s"] <= carried + time.perf_counter() - started
     # the resumed epoch's progress bar is named and counts to the epoch's length
     bar = resumed_objects["trainer"].progress_bar_callback.train_progress_bar
     assert (bar.desc, bar.total, bar.n) == ("Epoch 2/2: ", 5, 5)

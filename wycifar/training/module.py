@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -105,6 +106,9 @@ class WyCifarModule(L.LightningModule):
         # how many images the test saw: an accuracy on part of the split says so
         self.test_images = SumMetric()
         self.val_acc_best = MaxMetric()
+        # seconds of fitting before this process (a resumed run's earlier parts; None: not recorded)
+        self.fit_s_before: float | None = 0.0
+        self._fit_started: float | None = None
 
     @property
     def teacher_net(self) -> torch.nn.Module | None:
@@ -157,6 +161,7 @@ class WyCifarModule(L.LightningModule):
         return loss
 
     def on_fit_start(self) -> None:
+        self._fit_started = time.perf_counter()
         for teacher in self._teacher:
             teacher.to(self.device)
 
@@ -214,6 +219,8 @@ class WyCifarModule(L.LightningModule):
         checkpoint["rng_states"] = {name: get() for name, (get, _) in rng_generators(self._training_device()).items()}
         # The epoch's training sums so far, over every rank: a run stopped mid-epoch and resumed
         # reports that epoch's loss and accuracy over all its batches, not only the ones after it.
+        if self._fit_started is not None and self.fit_s_before is not None:
+            checkpoint["fit_s"] = self.fit_s_before + time.perf_counter() - self._fit_started
         checkpoint["train_metrics"] = {}
         for name in TRAIN_METRICS:
             metric = getattr(self, name)
@@ -241,6 +248,7 @@ class WyCifarModule(L.LightningModule):
         for name, state in states.items():
             if name in generators:  # a GPU run's checkpoint resumed on a CPU leaves the CUDA state out
                 generators[name][1](state)
+        self.fit_s_before = checkpoint.get("fit_s")  # written before fit times were kept: unknown
         if stopped_mid_epoch(checkpoint) and self.global_rank == 0:  # the sums are every rank's: once
             for name, state in checkpoint.get("train_metrics", {}).items():
                 metric = getattr(self, name)

@@ -114,7 +114,9 @@ def fit_and_test(cfg: DictConfig, trainer: L.Trainer, module, datamodule, callba
             path = stop.path if stop else "the last checkpoint"
             raise InterruptedRun(stop_message("SIGTERM", trainer.current_epoch, batch, path)) from None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    metrics["time/fit_s"] = time.perf_counter() - started
+    before = getattr(module, "fit_s_before", 0.0) if cfg.get("train", True) else 0.0
+    if before is not None:  # a resumed run counts its earlier parts too
+        metrics["time/fit_s"] = before + time.perf_counter() - started
 
     if cfg.get("test", True):
         tested = weights_to_test(trainer, datamodule, ckpt_path, trained=cfg.get("train", True))

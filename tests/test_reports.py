@@ -19,7 +19,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from wycifar.callbacks.gradcam import GradCAMReport, gradcam_maps
 from wycifar.errors import ConfigError
-from wycifar.runs.folders import tested_checkpoint
+from wycifar.runs import folders
 from wycifar.training.checkpoints import load_module, load_teacher
 from wycifar.training.evaluate import evaluate
 from wycifar.training.run import train
@@ -251,7 +251,7 @@ def test_reports_follow_their_names_into_report_md_and_ship(tmp_path, caplog):
     kept = [p for p in ship(run, tmp_path / "results", checkpoint=True) if p.suffix == ".ckpt"]
     onnx_name = next(p for p in seed if p.endswith(".onnx")).removeprefix("seeds/")
     assert [p.name for p in kept] == [onnx_name.replace(".onnx", ".ckpt")]
-    teacher, tested = load_teacher(kept[0]).state_dict(), load_module(tested_checkpoint(run)).net.state_dict()
+    teacher, tested = load_teacher(kept[0]).state_dict(), load_module(folders.tested_checkpoint(run)).net.state_dict()
     assert teacher.keys() == tested.keys() and all(torch.equal(teacher[k], tested[k]) for k in tested)
     assert "callbacks.onnx (wycifar.callbacks.onnx_export.OnnxExport) is not in this version" in caplog.text
     shipped = {p.name for p in ship(run, tmp_path / "results", model=True)}

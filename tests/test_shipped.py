@@ -108,10 +108,10 @@ def test_each_seed_model_scores_its_accuracy_on_the_real_test_images(onnx_path: 
     )
     accuracy = float((predicted == labels).mean())
     # the runs tested in bf16-mixed, onnxruntime computes in fp32: a few images apart at most
-    assert accuracy == pytest.approx(float(SEED_MODEL.search(onnx_path.name).group(3)), abs=0.0015)
+    named = float(SEED_MODEL.search(onnx_path.name).group(3))
+    assert accuracy == pytest.approx(named, abs=0.0015)
     # the file's own, in its metadata: as its run tested it (the name's), or as wycifar.add_metadata
     # measured the file in onnxruntime
-    named = float(SEED_MODEL.search(onnx_path.name).group(3))
     assert Classifier(onnx_path).accuracy in (pytest.approx(named, abs=1e-4), pytest.approx(accuracy, abs=1e-4))
 
 

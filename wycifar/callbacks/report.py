@@ -43,11 +43,8 @@ def configured_outputs(callbacks_cfg: DictConfig | dict | None) -> dict[str, str
         module, _, attr = str(cfg["_target_"]).rpartition(".")
         try:
             cls = getattr(importlib.import_module(module), attr)
-        except (
-            ImportError,
-            AttributeError,
-            ValueError,
-        ):  # a run of an older version: a callback since renamed or removed
+        except (ImportError, AttributeError, ValueError):
+            # a run of an older version: a callback since renamed or removed
             log.warning("callbacks.%s (%s) is not in this version: its files are left out", name, cfg["_target_"])
             continue
         if callable(getattr(cls, "outputs", None)):

@@ -217,10 +217,11 @@ class WyCifarModule(L.LightningModule):
         # Dropout draws from torch's global generators, the CPU's and, on a GPU, the device's: keep
         # their states so that a resumed run continues exactly as an uninterrupted one would.
         checkpoint["rng_states"] = {name: get() for name, (get, _) in rng_generators(self._training_device()).items()}
-        # The epoch's training sums so far, over every rank: a run stopped mid-epoch and resumed
-        # reports that epoch's loss and accuracy over all its batches, not only the ones after it.
+        # The fit time so far, this process's and any earlier parts': a resumed run's counts them all.
         if self._fit_started is not None and self.fit_s_before is not None:
             checkpoint["fit_s"] = self.fit_s_before + time.perf_counter() - self._fit_started
+        # The epoch's training sums so far, over every rank: a run stopped mid-epoch and resumed
+        # reports that epoch's loss and accuracy over all its batches, not only the ones after it.
         checkpoint["train_metrics"] = {}
         for name in TRAIN_METRICS:
             metric = getattr(self, name)

@@ -9,8 +9,8 @@ install:  ## a virtual environment with wycifar (editable) and the dev tools
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -e ".[dev]"
 
-test:  ## the default suite (slow tests excluded)
-	$(BIN)/python -m pytest -q
+test:  ## the default suite (slow tests excluded), a worker per core
+	$(BIN)/python -m pytest -q -n auto
 
 test-slow:  ## the slow tests only
 	$(BIN)/python -m pytest -q -m slow

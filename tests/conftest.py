@@ -27,6 +27,14 @@ CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 
 os.environ.setdefault("PYTHONHASHSEED", "0")
 
+# Under pytest-xdist (`make test` runs a worker per core) each worker and the commands it starts
+# compute on one thread: two workers' thread pools on two cores would spin against each other.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
 
 def start_command(*args, module: str | None = "wycifar.train", cwd: Path = ROOT, env: dict | None = None):
     """`python -m <module> ARGS` (or, with module=None, the command ARGS) as a user starts it, running."""

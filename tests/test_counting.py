@@ -158,6 +158,14 @@ def test_sigint_ends_a_sweep_with_its_summary_and_a_job_failing_in_any_way_does_
     assert "Traceback" in (root / "0" / "train.log").read_text()  # the bug's trace, for whoever fixes it
     assert jobs["1"]["status"] == "interrupted"
     assert "2" not in jobs and not (root / "2").exists()
+    # the stopped job is resumable, not failed; with no finished run the table has no accuracy columns
+    summary = (root / "summary.md").read_text().splitlines()
+    header = next(i for i, line in enumerate(summary) if line.startswith("| overrides |"))
+    assert summary[header].count("|") == summary[header + 1].count("|") == 4
+    assert sum("| 0 (+1 failed) |" in line for line in summary) == 1
+    assert sum("| 0 (+1 stopped) |" in line for line in summary) == 1
+    groups = list(csv.DictReader((root / "summary.csv").open()))
+    assert sorted((g["failed"], g["stopped"]) for g in groups) == [("0", "1"), ("1", "0")]
     assert (root / "1" / "checkpoints" / "last.ckpt").is_file()
 
 

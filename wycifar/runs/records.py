@@ -21,6 +21,7 @@ from wycifar.files import atomic_write_text
 RECORD = "metrics.json"
 OK = "ok"
 RUNNING = "running"
+INTERRUPTED = "interrupted"  # stopped by Ctrl-C or SIGTERM with a resumable checkpoint: not a failure
 KILLED = "killed"
 UNFINISHED = "unfinished"
 

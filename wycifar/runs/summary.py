@@ -1,7 +1,7 @@
 """Runs' records in tables: the runs whose overrides differ only in `seed` in one row (n, failed,
-mean ± sd, min-max of each accuracy; sd is the sample standard deviation), then the runs one by
-one (`RunSummary`), read from the folders that hold them (`find_records`). `python -m
-wycifar.summary` and every sweep's summary.md, summary.csv and jobs.csv are made with these.
+stopped (resumable), running, mean ± sd, min-max of each accuracy; sd is the sample standard
+deviation), then the runs one by one (`RunSummary`), read from the folders that hold them
+(`find_records`). `python -m wycifar.summary` and every sweep's summary.md, summary.csv and jobs.csv are made with these.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 from wycifar.errors import ConfigError
 from wycifar.files import atomic_write_text
 from wycifar.runs.records import (
+    INTERRUPTED,
     OK,
     RECORD,
     RUNNING,
@@ -149,10 +150,12 @@ class RunSummary:
         for overrides, members in grouped.items():
             done = [r for r in members if r.get("status", OK) == OK]
             running = sum(r.get("status") == RUNNING for r in members)
+            stopped = sum(r.get("status") == INTERRUPTED for r in members)  # resumable, not failed
             row: dict[str, Any] = {
                 "overrides": overrides,
                 "n": len(done),
-                "failed": len(members) - len(done) - running,
+                "failed": len(members) - len(done) - running - stopped,
+                "stopped": stopped,
                 "running": running,
                 "seeds": " ".join(str(seed) for seed in sorted((r.get("seed") for r in done), key=str)),
             }
@@ -167,7 +170,7 @@ class RunSummary:
 
     def group_columns(self) -> list[str]:
         stats = [f"{c}_{s}" for c, _ in ACCURACIES.values() for s in ("mean", "sd", "min", "max")]
-        return ["overrides", "n", "failed", "running", "seeds", *stats]
+        return ["overrides", "n", "failed", "stopped", "running", "seeds", *stats]
 
     def markdown(self, title: str) -> str:
         groups, jobs = self.groups(), self.jobs()
@@ -177,7 +180,11 @@ class RunSummary:
             f"{title}: {len(jobs)} runs in {len(groups)} groups (runs differing only in seed), sorted by {self.metric}",
             f"Common to all runs: `{' '.join(self.common)}`" if self.common else "",
             "",
-            "| overrides | n | seeds | " + " | ".join(f"{h} (mean ± sd) | {h} (min-max)" for _, _, h in shown) + " |",
+            "| "
+            + " | ".join(
+                ["overrides", "n", "seeds", *(f"{h} ({s})" for _, _, h in shown for s in ("mean ± sd", "min-max"))]
+            )
+            + " |",
             "|---|---|---|" + "---|---|" * len(shown),
         ]
         for g in groups:
@@ -189,7 +196,7 @@ class RunSummary:
                 sd = g[f"{column}_sd"]
                 cells.append(f"{100 * g[f'{column}_mean']:.2f}%" + (f" ± {100 * sd:.2f}" if sd is not None else ""))
                 cells.append(f"{100 * g[f'{column}_min']:.2f}-{100 * g[f'{column}_max']:.2f}%")
-            extra = [f"{g[k]} {k}" for k in ("failed", "running") if g[k]]
+            extra = [f"{g[k]} {k}" for k in ("failed", "stopped", "running") if g[k]]
             if extra:
                 cells[1] += f" (+{', '.join(extra)})"
             lines.append("| " + " | ".join(cells) + " |")

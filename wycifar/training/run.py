@@ -22,7 +22,7 @@ from wycifar.process import configure_process
 from wycifar.runs.folders import find_resume, is_secondary_rank
 from wycifar.runs.loggers import close as close_loggers
 from wycifar.runs.loggers import log_config
-from wycifar.runs.records import OK, partial_test, started, write_record
+from wycifar.runs.records import INTERRUPTED, OK, partial_test, started, write_record
 from wycifar.training.builders import (
     build_callbacks,
     build_loggers,
@@ -143,7 +143,7 @@ def ended_status(error: BaseException) -> str:
         return "diverged"
     if isinstance(error, (InterruptedRun, KeyboardInterrupt, SystemExit)):
         # SystemExit: Lightning's own ending after a second Ctrl-C
-        return "interrupted"
+        return INTERRUPTED
     return f"error: {first_line(error) if isinstance(error, WycifarError) else f'{type(error).__name__}: {first_line(error)}'}"
 
 

@@ -1,7 +1,8 @@
 """Runs' records in tables: the runs whose overrides differ only in `seed` in one row (n, failed,
 stopped (resumable), running, mean ± sd, min-max of each accuracy; sd is the sample standard
 deviation), then the runs one by one (`RunSummary`), read from the folders that hold them
-(`find_records`). `python -m wycifar.summary` and every sweep's summary.md, summary.csv and jobs.csv are made with these.
+(`find_records`). `python -m wycifar.summary` and every sweep's summary.md, summary.csv and
+jobs.csv are made with these.
 """
 
 from __future__ import annotations
@@ -176,16 +177,13 @@ class RunSummary:
         groups, jobs = self.groups(), self.jobs()
         shown = [(key, column, heading) for key, (column, heading) in ACCURACIES.items()]
         shown = [s for s in shown if any(f"{s[1]}_mean" in g for g in groups)]
+        header = ["overrides", "n", "seeds", *(f"{h} ({s})" for _, _, h in shown for s in ("mean ± sd", "min-max"))]
         lines = [
             f"{title}: {len(jobs)} runs in {len(groups)} groups (runs differing only in seed), sorted by {self.metric}",
             f"Common to all runs: `{' '.join(self.common)}`" if self.common else "",
             "",
-            "| "
-            + " | ".join(
-                ["overrides", "n", "seeds", *(f"{h} ({s})" for _, _, h in shown for s in ("mean ± sd", "min-max"))]
-            )
-            + " |",
-            "|---|---|---|" + "---|---|" * len(shown),
+            "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header),
         ]
         for g in groups:
             cells = [f"`{g['overrides']}`" if g["overrides"] else "(none)", str(g["n"]), g["seeds"]]
